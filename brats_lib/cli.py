@@ -1,0 +1,186 @@
+"""``python -m brats_lib``: the command line.
+
+Subcommands::
+
+    phantoms   --out DIR --cases N --seed S [--shape X Y Z]
+    evaluate   --pred P --ref R [--out CSV] [--labels brats2021|brats2023|msd] [--json]
+    complexity NAME [--patch X Y Z] [--in-channels C] [--json] | --list
+    run        NOTEBOOK --profile {test,cpu,full} [--data DIR] [--out DIR]
+    reproduce  --profile P [--data DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _cmd_phantoms(a) -> int:
+    from .phantoms import write_phantom_dataset
+
+    ids = write_phantom_dataset(a.out, a.cases, a.seed, tuple(a.shape), progress=True)
+    print(f"wrote {len(ids)} cases to {a.out} (BraTS 2021 layout)")
+    return 0
+
+
+def evaluate_paths(pred: str | Path, ref: str | Path, labels: str | None = None, progress: bool = True):
+    """Evaluate predictions against references (files or folders); per-case DataFrame.
+
+    A prediction folder holds ``<case_id>.nii.gz``; a reference folder is a dataset in
+    any supported layout (or flat label maps). A reference case without a prediction
+    is scored as an empty prediction (as the BraTS platform does), with a warning.
+    """
+    from tqdm.auto import tqdm
+
+    from . import data as D
+    from .metrics import evaluate_labels, to_frame
+
+    pred, ref = Path(pred), Path(ref)
+    if not pred.exists():
+        raise FileNotFoundError(f"prediction {pred} does not exist")
+    if not ref.exists():
+        raise FileNotFoundError(f"reference {ref} does not exist")
+    if ref.is_file():
+        if not pred.is_file():
+            raise ValueError(f"reference {ref} is a file, so the prediction must be a file too, got folder {pred}")
+        conv = labels or "brats2021"
+        pairs = [(D.case_id_from_file(ref), pred, ref, conv, conv)]
+    else:
+        cases = [c for c in D.discover_cases(ref, convention=labels) if c.label is not None]
+        if not cases:
+            raise ValueError(f"reference folder {ref} holds no label maps")
+        if pred.is_file():
+            if len(cases) != 1:
+                raise ValueError(f"prediction {pred} is one file but reference {ref} holds {len(cases)} cases")
+            pairs = [(cases[0].case_id, pred, cases[0].label, labels or "brats2021", cases[0].convention)]
+        else:
+            preds = {D._strip_nii(f.name): f for f in pred.iterdir() if f.is_file() and D._NII.search(f.name)}
+            pairs = [(c.case_id, preds.get(c.case_id), c.label, labels or "brats2021", c.convention) for c in cases]
+            missing = [cid for cid, p, *_ in pairs if p is None]
+            if missing:
+                print(f"warning: no prediction for {len(missing)} case(s) ({', '.join(missing[:5])}...): "
+                      "scored as empty predictions", file=sys.stderr)
+            extra = sorted(set(preds) - {c.case_id for c in cases})
+            if extra:
+                print(f"warning: {len(extra)} prediction(s) without reference ignored ({', '.join(extra[:5])})", file=sys.stderr)
+    results = {}
+    for cid, p, r, pconv, rconv in tqdm(pairs, desc="evaluate", disable=not progress):
+        ref_lab, rimg = D.read_label_file(r, rconv, cid)
+        if p is None:
+            pred_lab = np.zeros_like(ref_lab)
+        else:
+            pred_lab, pimg = D.read_label_file(p, pconv, cid)
+            if pred_lab.shape != ref_lab.shape:
+                raise D.CaseError(cid, p, f"prediction shape {pred_lab.shape} differs from reference {ref_lab.shape} ({r})")
+        results[cid] = evaluate_labels(pred_lab, ref_lab, rimg.header.get_zooms()[:3])
+    return to_frame(results)
+
+
+def _cmd_evaluate(a) -> int:
+    from .io import atomic_path
+    from .metrics import with_summary
+
+    table = with_summary(evaluate_paths(a.pred, a.ref, a.labels, progress=not a.json))
+    if a.out:
+        with atomic_path(a.out) as tmp:
+            table.to_csv(tmp, float_format="%.6f")
+    if a.json:
+        print(json.dumps(json.loads(table.to_json(orient="index")), indent=1))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_columns", None, "display.width", 250):
+            print(table.round(4).to_string())
+    return 0
+
+
+def _cmd_complexity(a) -> int:
+    from . import models
+    from .complexity import complexity
+
+    if a.list or not a.name:
+        for name, desc in models.describe().items():
+            print(f"{name:28s} {desc}")
+        return 0
+    res = complexity(a.name, tuple(a.patch), a.in_channels)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['model']}: input {res['input']}")
+        print(f"  parameters {res['params'] / 1e6:.3f} M")
+        print(f"  MACs       {res['macs'] / 1e9:.2f} G (all ops); convolutions {res['conv_macs'] / 1e9:.2f} G")
+    return 0
+
+
+def _cmd_run(a) -> int:
+    from .runner import run_notebook
+
+    r = run_notebook(a.notebook, a.profile, a.data, a.out)
+    print(f"{a.notebook}: {'ok' if r.ok else 'FAILED: ' + str(r.error)} in {r.wall_time_s:.0f} s -> {r.output}")
+    return 0 if r.ok else 1
+
+
+def _cmd_reproduce(a) -> int:
+    from .runner import reproduce
+
+    results = reproduce(a.profile, a.data)
+    failed = [r.notebook for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} of {len(results)} notebooks ok" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m brats_lib", description="brats-repro command line")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("phantoms", help="write synthetic BraTS-like cases (BraTS 2021 layout)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--cases", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shape", type=int, nargs=3, default=(96, 96, 96), metavar=("X", "Y", "Z"))
+    s.set_defaults(func=_cmd_phantoms)
+
+    s = sub.add_parser("evaluate", help="BraTS metrics of predictions against references")
+    s.add_argument("--pred", required=True, help="label-map file, or folder of <case_id>.nii.gz")
+    s.add_argument("--ref", required=True, help="label-map file, or dataset folder (any supported layout)")
+    s.add_argument("--out", help="CSV file to write")
+    s.add_argument("--labels", choices=("brats2021", "brats2023", "msd"), help="label convention of the files")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("complexity", help="parameters and MACs of a registered model")
+    s.add_argument("name", nargs="?")
+    s.add_argument("--list", action="store_true", help="list registered model names")
+    s.add_argument("--patch", type=int, nargs=3, default=(128, 128, 128), metavar=("X", "Y", "Z"))
+    s.add_argument("--in-channels", type=int, default=4)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_complexity)
+
+    s = sub.add_parser("run", help="execute one notebook with papermill into reports/<notebook>/")
+    s.add_argument("notebook")
+    s.add_argument("--profile", choices=("test", "cpu", "full"), default="cpu")
+    s.add_argument("--data", help="a real BraTS folder for every data-driven step")
+    s.add_argument("--out", help="output folder (default reports/<notebook>)")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("reproduce", help="execute every notebook into reports/")
+    s.add_argument("--profile", choices=("test", "cpu", "full"), default="cpu")
+    s.add_argument("--data", help="a real BraTS folder for every data-driven step")
+    s.set_defaults(func=_cmd_reproduce)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import CaseError
+    from .params import ParamsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CaseError, ParamsError, FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

@@ -1,0 +1,63 @@
+"""Losses shared by the papers (MONAI implementations) and deep-supervision weighting.
+
+* Region-based (three sigmoid channels WT, TC, ET): Dice + BCE, per region, summed.
+* Label-based (softmax over classes): Dice + cross-entropy.
+* Deep supervision: a list of outputs (main first) weighted and summed.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.losses import DiceCELoss, DiceFocalLoss
+
+
+def region_loss(kind: str = "dice_bce", batch_dice: bool = True) -> nn.Module:
+    """Dice + BCE (``"dice_bce"``) or Dice + Focal, gamma 2 (``"dice_focal"``) on sigmoid regions."""
+    if kind == "dice_bce":
+        return DiceCELoss(sigmoid=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)
+    if kind == "dice_focal":
+        return DiceFocalLoss(sigmoid=True, batch=batch_dice, gamma=2.0, smooth_nr=1e-5, smooth_dr=1e-5)
+    raise ValueError(f"unknown region loss {kind!r}; expected 'dice_bce' or 'dice_focal'")
+
+
+def label_loss(batch_dice: bool = False) -> nn.Module:
+    """Softmax Dice + cross-entropy; targets are class indices (B, ...) or (B, 1, ...)."""
+    inner = DiceCELoss(softmax=True, to_onehot_y=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)
+
+    class _LabelLoss(nn.Module):
+        def forward(self, logits, target):
+            if target.ndim == logits.ndim - 1:
+                target = target.unsqueeze(1)
+            return inner(logits, target)
+
+    return _LabelLoss()
+
+
+class DeepSupervision(nn.Module):
+    """Weighted sum of ``loss`` over a list of outputs (main first); a plain tensor is
+    passed through. Outputs smaller than the target get the target down-sampled
+    (nearest), as in the paper of NVIDIA's U-Net; ``normalise`` divides by the sum of
+    weights, as NVIDIA's public code does."""
+
+    def __init__(self, loss: nn.Module, weights: Sequence[float] = (1.0, 0.5, 0.25), normalise: bool = False):
+        super().__init__()
+        self.loss, self.weights, self.normalise = loss, list(weights), normalise
+
+    def forward(self, outputs, target):
+        if isinstance(outputs, torch.Tensor):
+            return self.loss(outputs, target)
+        if len(outputs) > len(self.weights):
+            raise ValueError(f"{len(outputs)} outputs but only {len(self.weights)} deep-supervision weights")
+        total = 0.0
+        for w, out in zip(self.weights, outputs):
+            t = target
+            if out.shape[2:] != target.shape[-out.ndim + 2:]:
+                t = target if target.ndim == out.ndim else target.unsqueeze(1)
+                t = F.interpolate(t.float(), size=out.shape[2:], mode="nearest").to(target.dtype)
+                if target.ndim != out.ndim:
+                    t = t.squeeze(1)
+            total = total + w * self.loss(out, t)
+        return total / sum(self.weights[: len(outputs)]) if self.normalise else total
