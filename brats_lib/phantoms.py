@@ -111,7 +111,7 @@ def _lesion(grid, brain, depth, rng, core_radius, with_et):
     shape = np.array(brain.shape)
     centre = c_idx / (shape - 1) * 2 - 1
     core = _blob(grid, centre, core_radius, rng, 0.25) & brain
-    oedema = _blob(grid, centre, core_radius * rng.uniform(1.7, 2.5), rng, 0.45, stretch=0.35, cells=7) & brain
+    oedema = _blob(grid, centre, core_radius * rng.uniform(1.7, 2.5) + 0.06, rng, 0.45, stretch=0.35, cells=7) & brain
     necrosis = None
     if with_et:
         off = rng.uniform(-0.2, 0.2, 3) * core_radius

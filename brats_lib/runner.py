@@ -66,7 +66,10 @@ def run_notebook(name: str, profile: str = "cpu", data_dir: str | None = None, o
                             progress_bar=progress, log_output=True, language="python")
         os.replace(tmp, target)
     except Exception as e:  # a failing notebook is a result, not a crash of the batch
-        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        if hasattr(e, "ename"):  # papermill's PapermillExecutionError: the notebook's own exception
+            error = f"{e.ename}: {e.evalue}"
+        else:
+            error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         write_text(out_dir / "error.txt", traceback.format_exc())
         if tmp.exists():  # keep the partly executed notebook for inspection, under its own name
             os.replace(tmp, out_dir / f"{name}.failed.ipynb")

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny phantom dataset, the real cases (skipped where absent)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats_lib.phantoms import write_phantom_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+REAL = REPO.parent / "shared" / "data" / "real"
+REAL_CASES = sorted(p.name for p in REAL.iterdir() if p.is_dir()) if REAL.is_dir() else []
+
+real = pytest.mark.skipif(not REAL_CASES, reason=f"real test cases not present at {REAL}")
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """Four 40^3 phantoms in the BraTS 2021 layout (read-only: copy before changing)."""
+    root = tmp_path_factory.mktemp("phantoms")
+    write_phantom_dataset(root, 4, seed=3, shape=(40, 40, 40))
+    return root
+
+
+@pytest.fixture
+def phantom_copy(phantom_root, tmp_path) -> Path:
+    """A private, writable copy of the phantom dataset."""
+    dst = tmp_path / "data"
+    shutil.copytree(phantom_root, dst)
+    return dst
+
+
+def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
+    return path

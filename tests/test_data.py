@@ -1,0 +1,156 @@
+"""Discovery of every supported layout, loading, and the bad-input errors."""
+import gzip
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brats_lib import data as D
+from brats_lib import labels as L
+from conftest import REAL, real, save
+
+
+def test_discover_brats2021_phantoms(phantom_root):
+    cases = D.discover_cases(phantom_root)
+    assert [c.case_id for c in cases] == [f"Phantom_{i:05d}" for i in range(4)]
+    assert all(c.layout == "brats2021" and c.label is not None for c in cases)
+    lc = D.load_case(cases[0])
+    assert lc.image.shape == (4, 40, 40, 40) and lc.image.dtype == np.float32
+    assert set(np.unique(lc.label)) <= {0, 1, 2, 3}
+    assert lc.spacing == (1.0, 1.0, 1.0)
+
+
+def test_brats2023_layout(phantom_root, tmp_path):
+    src = D.discover_cases(phantom_root)[0]
+    lc = D.load_case(src)
+    cid = "BraTS-GLI-00000-000"
+    folder = tmp_path / cid
+    folder.mkdir()
+    for m, suffix in zip(D.MODALITIES, ("t1n", "t1c", "t2w", "t2f")):
+        save(folder / f"{cid}-{suffix}.nii.gz", lc.image[D.MODALITIES.index(m)].astype(np.int16), lc.affine)
+    save(folder / f"{cid}-seg.nii.gz", L.from_canonical(lc.label, "brats2023"), lc.affine)
+    cases = D.discover_cases(tmp_path)
+    assert cases[0].layout == "brats2023" and cases[0].case_id == cid
+    got = D.load_case(cases[0])
+    assert np.array_equal(got.label, lc.label) and np.array_equal(got.image, lc.image)
+
+
+def test_msd_layout(phantom_root, tmp_path):
+    lc = D.load_case(D.discover_cases(phantom_root)[0])
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    # MSD channel order: FLAIR, T1w, T1gd, T2w
+    order = [D.MODALITIES.index(m) for m in ("flair", "t1", "t1ce", "t2")]
+    save(tmp_path / "imagesTr" / "BRATS_001.nii.gz", np.moveaxis(lc.image[order], 0, -1), lc.affine)
+    save(tmp_path / "labelsTr" / "BRATS_001.nii.gz", L.from_canonical(lc.label, "msd"), lc.affine)
+    cases = D.discover_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["BRATS_001"] and cases[0].layout == "msd"
+    got = D.load_case(cases[0])
+    assert np.array_equal(got.image, lc.image) and np.array_equal(got.label, lc.label)
+
+
+def _case(root):
+    return D.discover_cases(root)[0]
+
+
+def test_missing_modality_names_case_and_file(phantom_copy):
+    (phantom_copy / "Phantom_00000" / "Phantom_00000_t2.nii.gz").unlink()
+    with pytest.raises(D.CaseError, match=r"Phantom_00000.*Phantom_00000_t2\.nii\.gz.*modality t2 is missing"):
+        D.discover_cases(phantom_copy)
+
+
+def _replace(case_dir, name, array, affine=None):
+    path = case_dir / name
+    ref = nib.load(str(path))
+    save(path, array, ref.affine if affine is None else affine)
+    return path
+
+
+@pytest.mark.parametrize("problem, make, message", [
+    ("shape", lambda a: a[:-1], "shape .* differs"),
+    ("4d", lambda a: np.stack([a, a], -1), "must be a 3D image"),
+    ("nan", lambda a: np.where(a > 0, np.nan, 0).astype(np.float32), "NaN or Inf"),
+    ("zero", lambda a: np.zeros_like(a), "all zero"),
+])
+def test_bad_modality(phantom_copy, problem, make, message):
+    folder = phantom_copy / "Phantom_00001"
+    arr = np.asarray(nib.load(str(folder / "Phantom_00001_flair.nii.gz")).dataobj).astype(np.float32)
+    _replace(folder, "Phantom_00001_flair.nii.gz", make(arr))
+    case = [c for c in D.discover_cases(phantom_copy) if c.case_id == "Phantom_00001"][0]
+    with pytest.raises(D.CaseError, match=rf"case Phantom_00001 \(.*Phantom_00001_flair\.nii\.gz\): .*{message}"):
+        D.load_case(case)
+
+
+def test_affine_mismatch(phantom_copy):
+    folder = phantom_copy / "Phantom_00000"
+    path = folder / "Phantom_00000_t1ce.nii.gz"
+    img = nib.load(str(path))
+    aff = img.affine.copy()
+    aff[0, 3] += 2.0
+    save(path, np.asarray(img.dataobj), aff)
+    with pytest.raises(D.CaseError, match=r"Phantom_00000_t1ce.*affine differs"):
+        D.load_case(_case(phantom_copy))
+
+
+def test_unknown_label_values(phantom_copy):
+    folder = phantom_copy / "Phantom_00000"
+    seg = np.asarray(nib.load(str(folder / "Phantom_00000_seg.nii.gz")).dataobj).copy()
+    seg[seg == 4] = 3  # a BraTS 2023 map in a BraTS 2021 folder
+    seg[0, 0, 0] = 3
+    _replace(folder, "Phantom_00000_seg.nii.gz", seg)
+    with pytest.raises(D.CaseError, match=r"Phantom_00000_seg\.nii\.gz.*\[3\].*brats2021"):
+        D.load_case(_case(phantom_copy))
+
+
+def test_corrupt_and_truncated_gzip(phantom_copy):
+    path = phantom_copy / "Phantom_00000" / "Phantom_00000_t1.nii.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(D.CaseError, match=r"Phantom_00000_t1\.nii\.gz.*cannot read"):
+        D.load_case(_case(phantom_copy))
+    path.write_bytes(b"not a nifti file at all")
+    with pytest.raises(D.CaseError, match="cannot read"):
+        D.load_case(_case(phantom_copy))
+
+
+def test_stray_files_are_listed_not_fatal(phantom_copy):
+    folder = phantom_copy / "Phantom_00000"
+    (folder / "notes.txt").write_text("x")
+    shutil.copy(folder / "Phantom_00000_t1.nii.gz", folder / "Phantom_00000_t1_backup.nii.gz")
+    case = _case(phantom_copy)
+    assert sorted(p.name for p in case.extra_files) == ["Phantom_00000_t1_backup.nii.gz", "notes.txt"]
+    D.load_case(case)
+
+
+def test_duplicate_case_ids(phantom_copy):
+    (phantom_copy / "batch2").mkdir()
+    shutil.copytree(phantom_copy / "Phantom_00002", phantom_copy / "batch2" / "Phantom_00002")
+    with pytest.raises(D.CaseError, match="Phantom_00002.*duplicate case id"):
+        D.discover_cases(phantom_copy)
+
+
+def test_empty_label_map_is_valid(phantom_copy):
+    folder = phantom_copy / "Phantom_00000"
+    seg = np.asarray(nib.load(str(folder / "Phantom_00000_seg.nii.gz")).dataobj)
+    _replace(folder, "Phantom_00000_seg.nii.gz", np.zeros_like(seg))
+    assert not D.load_case(_case(phantom_copy)).label.any()
+
+
+def test_open_source_missing_real_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="needs a real BraTS folder"):
+        D.open_source(tmp_path / "nope", 0)
+
+
+@real
+def test_real_cases_load_despite_negative_values_and_mask_differences():
+    cases = D.discover_cases(REAL)
+    assert {c.case_id for c in cases} >= {"TCGA-DU-7294", "TCGA-FG-6692"}
+    for c in cases:
+        lc = D.load_case(c)
+        assert lc.image.shape == (4, 240, 240, 155)
+        assert lc.image.min() < 0  # interpolation artefacts are tolerated
+        masks = lc.image != 0
+        assert (masks.any(0) ^ masks.all(0)).sum() > 0  # per-modality brain masks differ
+    du = D.load_case([c for c in cases if c.case_id == "TCGA-DU-7294"][0])
+    assert not (du.label == L.ET).any() and (du.label == L.NCR).sum() == 9281

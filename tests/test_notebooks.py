@@ -1,0 +1,70 @@
+"""Notebooks: committed clean, executed under the test profile, batch runs survive failures."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from brats_lib import runner
+from conftest import REPO, real
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_parameterised(path):
+    nb = nbformat.read(path, as_version=4)
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and 'profile = "cpu"' in tagged[0].source
+
+
+@pytest.mark.slow
+def test_primer_runs_under_test_profile(tmp_path):
+    r = runner.run_notebook("00_data_and_metrics", "test", out_dir=tmp_path, progress=False)
+    assert r.ok, (tmp_path / "error.txt").read_text() if (tmp_path / "error.txt").exists() else r.error
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["profile"] == "test" and man["git_commit"] and man["versions"]["torch"].startswith("2.13")
+    for t in ("phantom_volumes", "contrast_calibration", "empty_region_rules", "example_scores", "hd95_libraries"):
+        assert (tmp_path / "tables" / f"{t}.csv").exists() and (tmp_path / "tables" / f"{t}.md").exists()
+    assert (tmp_path / "figures" / "case_modalities.png").exists()
+    nb = nbformat.read(tmp_path / "00_data_and_metrics.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_primer_full_profile_code_path_on_a_tiny_folder(tmp_path, phantom_root):
+    """The full profile reads a real BraTS folder; a tiny phantom folder stands in."""
+    r = runner.run_notebook("00_data_and_metrics", "full", data_dir=str(phantom_root), out_dir=tmp_path, progress=False,
+                            extra_parameters={"overrides": {"algorithms": ["isen-20"], "hd95_pairs": 1}})
+    assert r.ok, r.error
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["profile"] == "full" and str(phantom_root) in man["data_source"]
+
+
+def _notebook(path: Path, source: str):
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('profile = "cpu"\ndata_dir = None\noutput_dir = None')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_reproduce_reports_a_failure_and_runs_the_rest(tmp_path, monkeypatch):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "00_ok.ipynb", "print('fine')")
+    _notebook(nbs / "broken.ipynb", "raise RuntimeError('boom')")
+    _notebook(nbs / "comparison.ipynb", "print('last')")
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", nbs)
+    assert runner.notebook_names() == ["00_ok", "broken", "comparison"]
+    results = runner.reproduce("test", reports_dir=tmp_path / "reports")
+    assert [r.ok for r in results] == [True, False, True]
+    assert "boom" in results[1].error
+    assert (tmp_path / "reports" / "broken" / "error.txt").exists()
+    assert not (tmp_path / "reports" / "broken" / "broken.ipynb").exists()  # nothing half-written
+    assert (tmp_path / "reports" / "broken" / "broken.failed.ipynb").exists()
+    index = (tmp_path / "reports" / "README.md").read_text()
+    assert "failed: RuntimeError" in index and "| [comparison]" in index

@@ -1,0 +1,98 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from brats_lib import models
+from brats_lib.losses import DeepSupervision, region_loss
+from brats_lib.phantoms import make_phantom
+from brats_lib.preprocess import zscore
+from brats_lib.sampling import PatchDataset
+from brats_lib.training import TrainConfig, fit, load_checkpoint, lr_curve
+
+
+def _data(n=2, seed=0):
+    cases = []
+    for s in range(n):
+        img, lab, _ = make_phantom(s, (32, 32, 32), kind="gbm")
+        cases.append((zscore(img), lab))
+    return PatchDataset(cases, (16, 16, 16), samples_per_epoch=4, fg_prob=0.7, seed=seed)
+
+
+def _model():
+    torch.manual_seed(0)
+    return models.build("unet3d", depth=3, filters=[4, 8, 8], deep_supervision=True, deep_supervision_heads=1, dropout=0.1)
+
+
+def test_schedules():
+    base = dict(epochs=10, lr=1.0)
+    warm = lr_curve(TrainConfig(**base, schedule="cosine", warmup_epochs=2), 5)
+    assert warm[0] == pytest.approx(0.1) and warm[9] == pytest.approx(1.0) and warm[-1] < 0.01
+    assert np.all(np.diff(warm[10:]) <= 1e-12)
+    poly = lr_curve(TrainConfig(**base, schedule="poly", poly_power=0.9), 1)
+    assert poly[5] == pytest.approx((1 - 0.5) ** 0.9)
+    step = lr_curve(TrainConfig(**base, schedule="step", step_epochs=3, step_gamma=0.5), 2)
+    assert step[5] == 1.0 and step[6] == 0.5 and step[12] == 0.25
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
+def test_training_lowers_the_loss_and_logs(tmp_path):
+    cfg = TrainConfig(epochs=6, batch_size=2, lr=3e-3, val_every=2, progress=False, keep_best=2,
+                      best_metric="score")
+    calls = []
+
+    def val(model):
+        calls.append(1)
+        return {"score": float(len(calls))}
+
+    res = fit(_model(), DeepSupervision(region_loss(), (1.0, 0.5)), _data(), cfg, tmp_path, val_fn=val)
+    log = res.log
+    assert list(log["epoch"]) == list(range(1, 7)) and len(calls) == 3
+    assert log["train_loss"].iloc[-2:].mean() < log["train_loss"].iloc[:2].mean()
+    assert (tmp_path / "log.csv").exists() and (tmp_path / "last.pt").exists()
+    assert [e for _, e, _ in res.best] == [6, 4] and len(list(tmp_path.glob("best-*.pt"))) == 2
+    ck = load_checkpoint(tmp_path / "last.pt")  # weights_only=True must be able to read it
+    assert ck["epoch"] == 6 and "val_score" in log.columns
+
+
+def test_resume_gives_identical_weights(tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=2, lr=2e-3, schedule="cosine", warmup_epochs=1, progress=False)
+    loss = DeepSupervision(region_loss(), (1.0, 0.5))
+    a = fit(_model(), loss, _data(), cfg, tmp_path / "a")
+    part = fit(_model(), loss, _data(), cfg, tmp_path / "b", stop_after_epochs=2)
+    assert len(part.log) == 2
+    b = fit(_model(), loss, _data(), cfg, tmp_path / "b")  # a new process would build a fresh model too
+    wa, wb = load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert np.allclose(a.log["train_loss"], b.log["train_loss"])
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, torch, torch.distributed as dist
+        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        from test_training import _data, _model
+        from brats_lib.losses import DeepSupervision, region_loss
+        from brats_lib.training import TrainConfig, fit
+        cfg = TrainConfig(epochs=2, batch_size=1, lr=1e-3, progress=False)
+        model = _model()
+        res = fit(model, DeepSupervision(region_loss(), (1.0, 0.5)), _data(), cfg, {str(tmp_path / 'out')!r})
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.save(flat, {str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.pt")
+        assert dist.get_world_size() == 2
+        dist.destroy_process_group()
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                        str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    w0, w1 = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert torch.equal(w0, w1)  # DDP keeps replicas identical
+    assert (tmp_path / "out" / "last.pt").exists()
