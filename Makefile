@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= cpu
 # pip's notes about local wheel folders it skips are noise, not errors
-QUIET := 2>&1 | grep -v "^WARNING: Location" || true
+QUIET := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 .PHONY: env reports test test-fast bench clean-reports
 

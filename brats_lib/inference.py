@@ -139,3 +139,27 @@ def write_prediction(path: str | Path, labels: np.ndarray, affine: np.ndarray, h
                      convention: str = "brats2021") -> Path:
     """Write canonical labels in ``convention`` with the input's affine and header (atomic)."""
     return write_nifti(path, L.from_canonical(labels, convention).astype(np.uint8), affine, header)
+
+
+def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thresholds=(0.5, 0.5, 0.5),
+                  overlap: float = 0.5, tta=None, normalisation: str = "zscore", foreground: str | None = None,
+                  clip_percentiles=None, device=None, postprocess=None):
+    """A ``val_fn`` for :func:`brats_lib.training.fit`: segment whole validation cases and
+    return mean Dice per region (``dice_ET``, ``dice_TC``, ``dice_WT``) and ``dice_mean``.
+
+    ``cases``: loaded cases (:class:`brats_lib.data.LoadedCase`) with labels.
+    """
+    from .metrics import dice
+
+    def val(model: nn.Module) -> dict[str, float]:
+        scores = {r: [] for r in L.REGIONS}
+        for lc in cases:
+            labels, _ = predict_case(model, lc.image, roi_size, output, thresholds, overlap, "gaussian", tta,
+                                     normalisation, foreground, clip_percentiles, device, postprocess=postprocess)
+            for r in L.REGIONS:
+                scores[r].append(dice(L.region_mask(labels, r), L.region_mask(lc.label, r)))
+        out = {f"dice_{r}": float(np.mean(v)) for r, v in scores.items()}
+        out["dice_mean"] = float(np.mean(list(out.values())))
+        return out
+
+    return val

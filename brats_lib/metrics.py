@@ -33,17 +33,22 @@ METRICS = ("Dice", "HD95", "Sensitivity", "Specificity", "PPV")
 SUMMARY_ROWS = ("Mean", "StdDev", "Median", "25quantile", "75quantile")
 
 
-def _crop_pair(a: np.ndarray, b: np.ndarray):
-    """Crop two masks to their union bounding box with a one-voxel zero margin."""
+def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of ``a | b`` (both non-empty together)."""
     union = a | b
-    sl = []
+    box = []
     for ax in range(a.ndim):
         other = tuple(i for i in range(a.ndim) if i != ax)
         nz = np.flatnonzero(union.any(axis=other))
-        sl.append(slice(int(nz[0]), int(nz[-1]) + 1))
-    sl = tuple(sl)
+        box.append(slice(int(nz[0]), int(nz[-1]) + 1))
+    return tuple(box)
+
+
+def _crop_pair(a: np.ndarray, b: np.ndarray):
+    """Crop two masks to their union bounding box with a one-voxel zero margin."""
+    box = _union_box(a, b)
     pad = [(1, 1)] * a.ndim
-    return np.pad(a[sl], pad), np.pad(b[sl], pad)
+    return np.pad(a[box], pad), np.pad(b[box], pad)
 
 
 def _border(mask: np.ndarray) -> np.ndarray:
@@ -74,13 +79,14 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
     return float(np.percentile(np.hstack((d_p, d_r)), 95))
 
 
-def confusion(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
-    """(TP, FP, FN, TN) voxel counts."""
+def confusion(pred: np.ndarray, ref: np.ndarray, size: int | None = None) -> tuple[int, int, int, int]:
+    """(TP, FP, FN, TN) voxel counts; ``size`` = voxels of the whole volume when the
+    masks are a crop of it (everything outside the crop is a true negative)."""
     pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
     tp = int(np.count_nonzero(pred & ref))
     fp = int(np.count_nonzero(pred)) - tp
     fn = int(np.count_nonzero(ref)) - tp
-    return tp, fp, fn, int(pred.size) - tp - fp - fn
+    return tp, fp, fn, int(size if size is not None else pred.size) - tp - fp - fn
 
 
 def _ratio(num: int, den: int, both_empty: bool) -> float:
@@ -89,9 +95,10 @@ def _ratio(num: int, den: int, both_empty: bool) -> float:
     return num / den
 
 
-def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
-    """All five metrics for one pair of binary masks."""
-    tp, fp, fn, tn = confusion(pred, ref)
+def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None,
+                   size: int | None = None) -> dict[str, float]:
+    """All five metrics for one pair of binary masks (``size``: see :func:`confusion`)."""
+    tp, fp, fn, tn = confusion(pred, ref, size)
     both_empty = tp + fp + fn == 0
     return {
         "Dice": _ratio(2 * tp, 2 * tp + fp + fn, both_empty),
@@ -112,7 +119,12 @@ def evaluate_labels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] 
     """Canonical label maps -> {region: {metric: value}} for ET, TC, WT."""
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
-    return {r: binary_metrics(L.region_mask(pred, r), L.region_mask(ref, r), spacing) for r in regions}
+    size = pred.size
+    if (pred > 0).any() or (ref > 0).any():
+        # every region lies inside the joint tumour box: work on that crop only
+        box = _union_box(pred > 0, ref > 0)
+        pred, ref = pred[box], ref[box]
+    return {r: binary_metrics(L.region_mask(pred, r), L.region_mask(ref, r), spacing, size) for r in regions}
 
 
 def to_frame(per_case: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:

@@ -161,6 +161,13 @@ def read_splits(path: str | Path) -> list[dict[str, list[str]]]:
     return splits
 
 
+def splits_path(name: str) -> Path:
+    """Where the shared split file ``name`` lives: ``params/splits/<name>.json``."""
+    from .report import REPO_ROOT
+
+    return REPO_ROOT / "params" / "splits" / f"{name}.json"
+
+
 def load_or_create_splits(path: str | Path, case_ids: Sequence[str], n_folds: int, seed: int = 0):
     """Read the split file at ``path``; create it when missing. A file whose cases
     differ from ``case_ids`` is an error (folds must be the same for every notebook)."""

@@ -63,3 +63,21 @@ def test_predict_case_with_unet_runs_end_to_end(phantom_root):
     labels, prob = I.predict_case(net, lc.image, (16, 16, 16), foreground="brain", tta=4)
     assert labels.shape == lc.label.shape and prob.shape == (3,) + lc.label.shape
     assert prob.min() >= 0 and prob.max() <= 1
+
+
+def test_validation_fn_scores_a_perfect_model(phantom_root):
+    """An oracle fed the reference regions as input gets Dice 1 everywhere."""
+    from brats_lib import labels as L
+
+    lc = load_case(discover_cases(phantom_root)[1])
+    regions = L.labels_to_regions(lc.label).astype(np.float32)
+    fake = type(lc)(lc.case_id, np.concatenate([regions * 10 + 1, np.ones_like(regions[:1])]), lc.label,
+                    lc.affine, lc.header, lc.spacing)
+
+    class Pass(nn.Module):
+        def forward(self, x):  # the z-scored region channels are > 0 exactly inside the regions
+            return 16 * (x[:, :3] > 0).float() - 8
+
+    val = I.validation_fn([fake], (16, 16, 16), overlap=0.25)
+    res = val(Pass())
+    assert res == {"dice_ET": 1.0, "dice_TC": 1.0, "dice_WT": 1.0, "dice_mean": 1.0}

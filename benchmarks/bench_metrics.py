@@ -1,0 +1,79 @@
+"""Metrics on a whole 240 x 240 x 155 case: brats_lib against medpy.
+
+Three regions, Dice + HD95 + sensitivity + specificity + PPV, each prediction of the
+real cases' algorithms against the fusion (or, without the real cases, a phantom
+pair at full BraTS size). Target: at least 20x faster than medpy, identical values.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from brats_lib import labels as L
+from brats_lib import metrics as M
+from brats_lib.data import read_label_file
+from brats_lib.report import REPO_ROOT
+
+TARGET = 20.0
+
+
+def _pairs():
+    real = REPO_ROOT.parent / "shared" / "data" / "real"
+    pairs = []
+    if real.is_dir():
+        for case in sorted(p for p in real.iterdir() if p.is_dir()):
+            ref, img = read_label_file(case / f"{case.name}_seg.nii.gz")
+            for f in sorted((case / "algorithms").glob("*.nii.gz"))[:2]:
+                pairs.append((f"{case.name}/{f.stem.split('.')[0]}", read_label_file(f)[0], ref, img.header.get_zooms()[:3]))
+        return pairs, "real cases (algorithm output vs fusion)"
+    from brats_lib.phantoms import make_phantom
+
+    _, ref, _ = make_phantom(0, (240, 240, 155))
+    _, other, _ = make_phantom(1, (240, 240, 155))
+    return [("phantom", np.where(other > 0, other, ref), ref, (1.0, 1.0, 1.0))], "phantoms at 240x240x155"
+
+
+def _medpy(pred, ref, spacing):
+    from medpy.metric import binary as mb
+
+    out = {}
+    for r in L.REGIONS:
+        p, q = L.region_mask(pred, r), L.region_mask(ref, r)
+        if p.any() and q.any():
+            out[r] = {"Dice": mb.dc(p, q), "HD95": mb.hd95(p, q, voxelspacing=spacing),
+                      "Sensitivity": mb.sensitivity(p, q), "Specificity": mb.specificity(p, q), "PPV": mb.precision(p, q)}
+    return out
+
+
+def run() -> tuple[str, bool]:
+    pairs, source = _pairs()
+    t_ours = t_medpy = 0.0
+    max_diff = 0.0
+    for name, pred, ref, sp in pairs:
+        t = time.perf_counter()
+        ours = M.evaluate_labels(pred, ref, sp)
+        t_ours += time.perf_counter() - t
+        t = time.perf_counter()
+        theirs = _medpy(pred, ref, sp)
+        t_medpy += time.perf_counter() - t
+        for r, vals in theirs.items():
+            for k, v in vals.items():
+                max_diff = max(max_diff, abs(ours[r][k] - v))
+    ratio = t_medpy / t_ours
+    passed = ratio >= TARGET and max_diff < 1e-6
+    print(f"metrics: {len(pairs)} cases, brats_lib {t_ours / len(pairs):.3f} s/case, medpy {t_medpy / len(pairs):.3f} s/case, "
+          f"ratio {ratio:.1f}x (target >= {TARGET:.0f}x), max |difference| {max_diff:.2e}")
+    md = "\n".join([
+        "## Metrics: a whole case, three regions, five metrics", "",
+        f"Data: {source}, {len(pairs)} prediction/reference pairs.", "",
+        "| implementation | seconds per case | ratio |", "| --- | --- | --- |",
+        f"| medpy (reference) | {t_medpy / len(pairs):.3f} | 1.0x |",
+        f"| brats_lib.metrics | {t_ours / len(pairs):.3f} | **{ratio:.1f}x faster** (target >= {TARGET:.0f}x) |", "",
+        f"Largest absolute difference between the two over all values: {max_diff:.1e} (target < 1e-6).",
+    ])
+    return md, passed
+
+
+if __name__ == "__main__":
+    print(run()[0])
