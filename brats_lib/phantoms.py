@@ -80,7 +80,9 @@ def _blob(grid, centre, radius, rng, irregular, stretch=0.25, cells=5):
     """Boolean irregular blob: normalised anisotropic distance < 1 + irregular * noise."""
     axes = 1 + stretch * rng.uniform(-1, 1, 3)
     d = np.sqrt(sum(((grid[i] - centre[i]) / (radius * axes[i])) ** 2 for i in range(3)))
-    return d < 1.0 + irregular * smooth_noise(grid.shape[1:], rng, cells)
+    shape = grid.shape[1:]
+    noise = 0.85 * smooth_noise(shape, rng, cells) + 0.5 * smooth_noise(shape, rng, 3 * cells)  # two octaves
+    return d < 1.0 + irregular * noise
 
 
 def _anatomy(shape, rng, grid):
