@@ -86,12 +86,10 @@ def detect_layout(root: Path) -> str:
     root = Path(root)
     if (root / "imagesTr").is_dir():
         return "msd"
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        names = [f.name for f in sub.iterdir()]
-        if any(re.search(r"-t2f\.nii(\.gz)?$", n) for n in names):
-            return "brats2023"
-        if any(re.search(r"_flair\.nii(\.gz)?$", n) for n in names):
-            return "brats2021"
+    # case folders may sit at any depth (archives nest them); stop at the first hit
+    for pattern, layout in (("*-t2f.nii*", "brats2023"), ("*_flair.nii*", "brats2021")):
+        if any(f.parent != root for f in root.rglob(pattern)):
+            return layout
     if any(_NII.search(f.name) for f in root.iterdir() if f.is_file()):
         return "flat"
     raise FileNotFoundError(

@@ -154,3 +154,15 @@ def test_real_cases_load_despite_negative_values_and_mask_differences():
         assert (masks.any(0) ^ masks.all(0)).sum() > 0  # per-modality brain masks differ
     du = D.load_case([c for c in cases if c.case_id == "TCGA-DU-7294"][0])
     assert not (du.label == L.ET).any() and (du.label == L.NCR).sum() == 9281
+
+
+@pytest.mark.parametrize("cid", ["BraTS20_Training_001", "Brats18_2013_2_1", "BraTS2021_00000"])
+def test_brats_2018_to_2021_naming(phantom_root, tmp_path, cid):
+    src = phantom_root / "Phantom_00000"
+    dst = tmp_path / "MICCAI_BraTS_TrainingData" / cid  # nested one level, as the archives are
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        shutil.copy(f, dst / f.name.replace("Phantom_00000", cid))
+    cases = D.discover_cases(tmp_path)
+    assert [c.case_id for c in cases] == [cid] and cases[0].convention == "brats2021"
+    assert np.array_equal(D.load_case(cases[0]).label, D.load_case(_case(phantom_root)).label)

@@ -1,0 +1,74 @@
+"""Reporting helpers, and the install files agreeing with each other."""
+import json
+import re
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from brats_lib import report as R
+from conftest import REPO
+
+
+def test_mean_ci():
+    m, lo, hi = R.mean_ci([1.0, 2.0, 3.0, np.nan])
+    assert m == 2.0 and lo == pytest.approx(2 - 2.4841377, rel=1e-5) and hi == pytest.approx(2 + 2.4841377, rel=1e-5)
+    assert R.mean_ci([0.5]) == (0.5, 0.5, 0.5)
+    assert R.format_ci([0.5, 0.5]) == "0.500 [0.500, 0.500]"
+
+
+def test_paired_test():
+    a = np.linspace(0.5, 0.9, 12)
+    assert R.paired_test(a, a) == 1.0
+    assert R.paired_test(a, a - 0.05) < 0.01
+
+
+def test_paper_vs_ours_and_save_table(tmp_path):
+    ours = pd.DataFrame({"ET": [0.7, 0.8], "WT": [0.9, 0.91]}, index=["U-Net", "Ours"])
+    paper = pd.DataFrame({"ET": [0.8577]}, index=["U-Net"])
+    t = R.paper_vs_ours(ours, paper)
+    assert list(t.columns) == ["ET (paper)", "ET (ours)", "WT (ours)"]
+    assert np.isnan(t.loc["Ours", "ET (paper)"]) and t.loc["U-Net", "ET (paper)"] == 0.8577
+    R.save_table(t, tmp_path, "t1")
+    assert (tmp_path / "tables" / "t1.csv").read_text().startswith(",ET (paper),ET (ours),WT (ours)")
+    assert "| U-Net" in (tmp_path / "tables" / "t1.md").read_text()
+
+
+def test_figures_and_manifest(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    log = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_dice_mean": [np.nan, 0.4]})
+    R.save_figure(R.plot_training_curves(log), tmp_path, "curves")
+    lab = np.zeros((10, 10, 5), np.uint8)
+    lab[2:5, 2:5, 3] = 3
+    assert R.tumour_slice(lab) == 3
+    rgba = R.label_rgba(lab[..., 3])
+    assert rgba[3, 3, 3] > 0 and rgba[0, 0, 3] == 0
+    R.save_figure(R.plot_case(np.random.rand(4, 10, 10, 5), lab), tmp_path, "case")
+    assert (tmp_path / "figures" / "curves.png").stat().st_size > 1000
+    m = R.write_manifest(tmp_path, notebook="x", profile="test", data_source="phantoms", seed=1, wall_time_s=2.0)
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk["seed"] == 1 and on_disk["versions"]["numpy"] and re.match(r"[0-9a-f]{40}|unknown", m["git_commit"])
+
+
+def test_environment_yml_installs_the_pyproject_set():
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    deps = env["dependencies"]
+    pip = [d for d in deps if isinstance(d, dict)][0]["pip"]
+    assert pip == ["-e .[test]"]  # the package itself: pyproject's list, nothing else
+    conda = [d for d in deps if isinstance(d, str)]
+    assert all(d.split("=")[0] in ("python", "pip") for d in conda)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert "torch==2.13.0" in project["dependencies"]
+    assert int(env["dependencies"][0].split("=")[1].split(".")[1]) >= int(project["requires-python"].split(".")[1])
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```")[1]
+    commands = [line for line in block.splitlines()[1:] if line.strip() and not line.startswith("#")]
+    assert commands == ["make reports", "make test"]
+    assert "make test" in (REPO / ".ci" / "run").read_text()
