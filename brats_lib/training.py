@@ -339,6 +339,8 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
             model.eval()
             metrics = val_fn(model)
             row.update({f"val_{k}": float(v) for k, v in metrics.items()})
+            if cfg.best_metric not in metrics:
+                raise KeyError(f"validation returned {sorted(metrics)}, not best_metric {cfg.best_metric!r}")
             score = float(metrics[cfg.best_metric])
             if len(best) < cfg.keep_best or score > best[-1][0]:
                 path = out_dir / f"best-epoch{epoch + 1:04d}.pt"
