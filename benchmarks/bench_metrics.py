@@ -2,7 +2,10 @@
 
 Three regions, Dice + HD95 + sensitivity + specificity + PPV, each prediction of the
 real cases' algorithms against the fusion (or, without the real cases, a phantom
-pair at full BraTS size). Target: at least 20x faster than medpy, identical values.
+pair at full BraTS size). Targets: at least 30x faster than medpy with identical
+values; no slower than DeepMind's surface-distance package for Dice + HD95, whose
+HD95 convention differs (surfel-area-weighted percentile per direction, the larger
+of the two): both values are shown.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from brats_lib import metrics as M
 from brats_lib.data import read_label_file
 from brats_lib.report import REPO_ROOT
 
-TARGET = 20.0
+TARGET = 30.0
 
 
 def _pairs():
@@ -46,6 +49,27 @@ def _medpy(pred, ref, spacing):
     return out
 
 
+def _deepmind(pred, ref, spacing):
+    import surface_distance as sd
+
+    out = {}
+    for r in L.REGIONS:
+        p, q = L.region_mask(pred, r), L.region_mask(ref, r)
+        if p.any() and q.any():
+            dist = sd.compute_surface_distances(q, p, spacing)
+            out[r] = {"Dice": sd.compute_dice_coefficient(q, p), "HD95": sd.compute_robust_hausdorff(dist, 95)}
+    return out
+
+
+def _ours_dice_hd95(pred, ref, spacing):
+    out = {}
+    for r in L.REGIONS:
+        p, q = L.region_mask(pred, r), L.region_mask(ref, r)
+        if p.any() and q.any():
+            out[r] = {"Dice": M.dice(p, q), "HD95": M.hd95(p, q, spacing)}
+    return out
+
+
 def run() -> tuple[str, bool]:
     pairs, source = _pairs()
     t_ours = t_medpy = 0.0
@@ -61,7 +85,19 @@ def run() -> tuple[str, bool]:
             for k, v in vals.items():
                 max_diff = max(max_diff, abs(ours[r][k] - v))
     ratio = t_medpy / t_ours
-    passed = ratio >= TARGET and max_diff < 1e-6
+    # Dice + HD95 only, against DeepMind's package (the only two it computes)
+    t_dm = t_o2 = 0.0
+    hd_rows = []
+    for name, pred, ref, sp in pairs:
+        t = time.perf_counter()
+        dm = _deepmind(pred, ref, sp)
+        t_dm += time.perf_counter() - t
+        t = time.perf_counter()
+        o2 = _ours_dice_hd95(pred, ref, sp)
+        t_o2 += time.perf_counter() - t
+        hd_rows += [f"| {name} | {r} | {o2[r]['HD95']:.3f} | {dm[r]['HD95']:.3f} |" for r in o2]
+    ratio_dm = t_dm / t_o2
+    passed = ratio >= TARGET and max_diff < 1e-6 and ratio_dm >= 1.0
     print(f"metrics: {len(pairs)} cases, brats_lib {t_ours / len(pairs):.3f} s/case, medpy {t_medpy / len(pairs):.3f} s/case, "
           f"ratio {ratio:.1f}x (target >= {TARGET:.0f}x), max |difference| {max_diff:.2e}")
     md = "\n".join([
@@ -70,7 +106,14 @@ def run() -> tuple[str, bool]:
         "| implementation | seconds per case | ratio |", "| --- | --- | --- |",
         f"| medpy (reference) | {t_medpy / len(pairs):.3f} | 1.0x |",
         f"| brats_lib.metrics | {t_ours / len(pairs):.3f} | **{ratio:.1f}x faster** (target >= {TARGET:.0f}x) |", "",
-        f"Largest absolute difference between the two over all values: {max_diff:.1e} (target < 1e-6).",
+        f"Largest absolute difference between the two over all values: {max_diff:.1e} (target < 1e-6).", "",
+        "Dice + HD95 only (all that DeepMind's `surface-distance` computes):", "",
+        "| implementation | seconds per case | ratio |", "| --- | --- | --- |",
+        f"| surface-distance (reference) | {t_dm / len(pairs):.3f} | 1.0x |",
+        f"| brats_lib.metrics | {t_o2 / len(pairs):.3f} | **{ratio_dm:.1f}x faster** (target >= 1x) |", "",
+        "HD95 of the two conventions on the same pairs (mm): BraTS / medpy pools the border-voxel distances of both "
+        "directions; surface-distance weights surface elements by area and reports the larger directed percentile.", "",
+        "| pair | region | BraTS / medpy convention | surface-distance |", "| --- | --- | --- | --- |", *hd_rows,
     ])
     return md, passed
 

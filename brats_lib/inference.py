@@ -54,34 +54,67 @@ def activation(logits: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown output activation {kind!r}; expected 'sigmoid' or 'softmax'")
 
 
+class FlipBatch(nn.Module):
+    """Window-level flip TTA: each window goes through the network once as a batch of
+    all its flips; outputs are flipped back, turned into probabilities and averaged.
+
+    Used as the predictor of MONAI's sliding window, it needs one pass over the
+    volume and one set of blending buffers for all flips (instead of one pass per
+    flip). It averages every window over the flips of that same window, so it
+    differs from flipping the whole image only in where window borders fall.
+    """
+
+    def __init__(self, model: nn.Module | Callable, flips: Sequence[tuple[int, ...]], output: str):
+        super().__init__()
+        self.model, self.flips, self.output = model, list(flips), output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        batch = torch.cat([torch.flip(x, f) if f else x for f in self.flips])
+        logits = self.model(batch)
+        if isinstance(logits, (list, tuple)):
+            logits = logits[0]
+        prob = activation(logits.float(), self.output)
+        total = None
+        for i, f in enumerate(self.flips):
+            p = prob[i * b:(i + 1) * b]
+            p = torch.flip(p, f) if f else p
+            total = p if total is None else total + p
+        return total / len(self.flips)
+
+
 @torch.no_grad()
 def sliding_window_probabilities(
     model: nn.Module | Callable, image: torch.Tensor, roi_size: Sequence[int], overlap: float = 0.5,
     mode: str = "gaussian", tta: int | str | Sequence = None, output: str = "sigmoid",
-    sw_batch_size: int = 2, device: str | torch.device | None = None, progress: bool = False,
+    sw_batch_size: int = 1, device: str | torch.device | None = None, progress: bool = False,
+    tta_mode: str = "window", amp: bool = False,
 ) -> torch.Tensor:
     """Mean probability over flips of MONAI's sliding-window inference.
 
     ``image``: (B, C, X, Y, Z). Windows are blended with Gaussian (``mode="gaussian"``)
-    or constant weights; probabilities are averaged over the flips of ``tta``.
+    or constant weights. ``tta_mode="window"`` batches the flips of each window
+    (:class:`FlipBatch`, one pass); ``"image"`` runs one sliding pass per flipped
+    image and averages, the textbook form. ``amp`` runs the network in float16 on CUDA.
     Returns (B, out_channels, X, Y, Z) float32 on the CPU.
     """
     device = torch.device(device) if device is not None else next(
         (p.device for p in getattr(model, "parameters", lambda: iter(()))()), torch.device("cpu"))
     flips = parse_flips(tta)
-    total = None
-    for f in flips:
-        x = torch.flip(image, f) if f else image
-        logits = sliding_window_inference(
-            x, roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, predictor=model, overlap=overlap,
-            mode=mode, sw_device=device, device=torch.device("cpu"), progress=progress,
-        )
-        if isinstance(logits, (list, tuple)):
-            logits = logits[0]
-        prob = activation(logits.float(), output)
-        prob = torch.flip(prob, f) if f else prob
-        total = prob if total is None else total.add_(prob)
-    return total / len(flips)
+    sw = dict(roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap, mode=mode,
+              sw_device=device, device=torch.device("cpu"), progress=progress)
+    with torch.autocast("cuda", dtype=torch.float16, enabled=amp and device.type == "cuda"):
+        if tta_mode == "window":
+            return sliding_window_inference(image, predictor=FlipBatch(model, flips, output), **sw).float()
+        if tta_mode != "image":
+            raise ValueError(f"tta_mode must be 'window' or 'image', got {tta_mode!r}")
+        total = None
+        for f in flips:
+            x = torch.flip(image, f) if f else image
+            prob = sliding_window_inference(x, predictor=FlipBatch(model, [()], output), **sw).float()
+            prob = torch.flip(prob, f) if f else prob
+            total = prob if total is None else total.add_(prob)
+        return total / len(flips)
 
 
 def probabilities_to_labels(prob: np.ndarray, output: str = "sigmoid",
@@ -115,14 +148,17 @@ def prepare_image(image: np.ndarray, normalisation: str = "zscore", foreground: 
 def predict_case(model: nn.Module, image: np.ndarray, roi_size: Sequence[int], output: str = "sigmoid",
                  thresholds: Sequence[float] = (0.5, 0.5, 0.5), overlap: float = 0.5, mode: str = "gaussian",
                  tta=None, normalisation: str = "zscore", foreground: str | None = None,
-                 clip_percentiles=None, device=None, sw_batch_size: int = 2,
-                 postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
+                 clip_percentiles=None, device=None, sw_batch_size: int = 1,
+                 postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, amp: bool = False):
     """Segment one raw case (4, H, W, D). Returns (canonical labels (H, W, D), probabilities
-    (C, H, W, D) at full size). ``postprocess(labels, probs)`` runs on the full-size result."""
+    (C, H, W, D) at full size). The case is cropped to the brain before sliding and the
+    probabilities put back with background outside. ``postprocess(labels, probs)`` runs on
+    the full-size result."""
     model.eval()
     x, box = prepare_image(image, normalisation, foreground, clip_percentiles)
     t = torch.from_numpy(x)[None]
-    prob = sliding_window_probabilities(model, t, roi_size, overlap, mode, tta, output, sw_batch_size, device)[0].numpy()
+    prob = sliding_window_probabilities(model, t, roi_size, overlap, mode, tta, output, sw_batch_size, device,
+                                        amp=amp)[0].numpy()
     background = np.zeros(prob.shape[0], np.float32)
     if output == "softmax":
         background[0] = 1.0

@@ -28,9 +28,21 @@ def test_sliding_window_with_tta_is_equivariant():
     x = torch.zeros(1, 3, 20, 24, 18)
     x[:, :, 3:9, 5:15, 4:10] = 1.0
     for tta in (None, 8):
-        prob = I.sliding_window_probabilities(Oracle(), x, (16, 16, 16), overlap=0.5, tta=tta)
-        assert prob.shape == (1, 3, 20, 24, 18)
-        assert torch.allclose((prob > 0.5).float(), x)
+        for mode in ("window", "image"):
+            prob = I.sliding_window_probabilities(Oracle(), x, (16, 16, 16), overlap=0.5, tta=tta, tta_mode=mode)
+            assert prob.shape == (1, 3, 20, 24, 18)
+            assert torch.allclose((prob > 0.5).float(), x)
+
+
+def test_window_and_image_tta_agree_for_a_convolutional_model():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(4, 3, 3, padding=1)).eval()
+    x = torch.randn(1, 4, 20, 20, 20)
+    a = I.sliding_window_probabilities(net, x, (20, 20, 20), tta=8, tta_mode="window")
+    b = I.sliding_window_probabilities(net, x, (20, 20, 20), tta=8, tta_mode="image")
+    assert torch.allclose(a, b, atol=1e-5)  # one window covering the image: the two forms coincide
+    c = I.sliding_window_probabilities(net, x, (20, 20, 20), tta=None)
+    assert not torch.allclose(a, c, atol=1e-3)  # and flips do change the result of a non-symmetric net
 
 
 def test_probabilities_filled_outside_crop_never_become_tumour():

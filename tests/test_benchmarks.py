@@ -1,0 +1,37 @@
+"""The benchmark code paths at tiny size (the timings themselves live in benchmarks/)."""
+import numpy as np
+import torch
+
+from benchmarks import bench_inference, bench_training
+from benchmarks.common import PeakRSS, cpu_model
+from brats_lib import inference as I
+from brats_lib import models
+from brats_lib.phantoms import make_phantom
+from brats_lib.training import TrainConfig
+
+
+def test_reference_and_ours_segment_alike():
+    image, _, _ = make_phantom(0, (40, 40, 40))
+    model = cpu_model()
+    ref = bench_inference.reference(model, image, (32, 32, 32), "cpu")
+    with PeakRSS() as mem:
+        _, ours = I.predict_case(model, image, (32, 32, 32), tta=8)
+    assert mem.gib > 0.05 and ref.shape == ours.shape
+    # the same network, flips and blending; they differ where window borders fall, which an
+    # InstanceNorm network feels (window statistics), most of all untrained, as here
+    assert bench_inference.mean_abs_difference(ref, ours, image) < 0.1
+
+
+def test_training_benchmark_paths_run():
+    ds = bench_training._dataset((16, 16, 16), 4)
+    cfg = TrainConfig(epochs=1, batch_size=2, progress=False)
+    assert bench_training.bare_loop(ds, cfg, "cpu") > 0
+    wall, wait = bench_training.ours(ds, cfg, "cpu")
+    assert wall > 0 and 0 <= wait < 1
+
+
+def test_throughput_in_nvidia_format_runs_on_cpu():
+    net = models.build("unet3d", in_channels=5, depth=4, filters=[4, 8, 8, 8], deep_supervision=True)
+    res = bench_training.throughput(net, 1, (16, 16, 16), "cpu", amp=True, steps=2, warmup=1)
+    assert res["training"] > 0 and res["inference"] > 0
+    assert bench_training.model_in_channels(net) == 5
