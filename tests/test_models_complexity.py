@@ -18,7 +18,12 @@ def test_unet3d_shapes_and_deep_supervision():
     x = torch.randn(2, 5, 32, 32, 32)
     net.train()
     outs = net(x)
-    assert isinstance(outs, list) and len(outs) == 3 and all(o.shape == (2, 3, 32, 32, 32) for o in outs)
+    # heads at their decoder level's resolution (the labels are down-sampled to them) ...
+    assert isinstance(outs, list) and [tuple(o.shape[2:]) for o in outs] == [(32,) * 3, (16,) * 3, (8,) * 3]
+    # ... or up-sampled to the input with ds_upsample
+    net_up = models.build("unet3d", in_channels=5, out_channels=3, depth=4, filters=[8, 16, 32, 32],
+                          deep_supervision=True, deep_supervision_heads=2, ds_upsample=True).train()
+    assert all(o.shape == (2, 3, 32, 32, 32) for o in net_up(x))
     net.eval()
     with torch.no_grad():
         assert net(x).shape == (2, 3, 32, 32, 32)
