@@ -61,3 +61,18 @@ class DeepSupervision(nn.Module):
                     t = t.squeeze(1)
             total = total + w * self.loss(out, t)
         return total / sum(self.weights[: len(outputs)]) if self.normalise else total
+
+
+class WithAuxiliaryLoss(nn.Module):
+    """``loss(outputs, target) + weight * aux`` for networks that return ``(outputs, aux)``
+    while training (SegResNetVAE's VAE loss, weight 0.1 as Myronenko); plain outputs
+    pass through to ``loss``."""
+
+    def __init__(self, loss: nn.Module, weight: float = 0.1):
+        super().__init__()
+        self.loss, self.weight = loss, float(weight)
+
+    def forward(self, outputs, target):
+        if isinstance(outputs, tuple) and len(outputs) == 2 and torch.is_tensor(outputs[1]) and outputs[1].ndim == 0:
+            return self.loss(outputs[0], target) + self.weight * outputs[1]
+        return self.loss(outputs, target)

@@ -1,0 +1,96 @@
+"""Training-patch augmentation: the nnU-Net-style list used by NVIDIA's Optimized U-Net
+(Futrega et al. 2021, Section 2.2), each step with its probability and range.
+
+================  ====  ========================================================
+step              p     what
+================  ====  ========================================================
+zoom              0.15  scale s ~ U(1.0, 1.4): the central patch / s is resized back
+                        to the patch, cubic for images, nearest for labels
+flips             0.5   per axis, independently
+Gaussian noise    0.15  sd ~ U(0, 0.33) (MONAI ``RandGaussianNoised``)
+Gaussian blur     0.15  sigma ~ U(0.5, 1.5) (MONAI ``RandGaussianSmoothd``)
+brightness        0.15  multiply by U(0.7, 1.3) (MONAI ``RandScaleIntensityd``)
+contrast          0.15  multiply by U(0.65, 1.5), clip to the patch's original range
+================  ====  ========================================================
+
+The foreground-biased crop (p 0.4) happens before, in :mod:`brats_lib.sampling`.
+Intensity steps touch only the MRI channels: an appended one-hot foreground
+channel is moved by the spatial steps but keeps its 0/1 values.
+
+Augmentation is deterministic given the generator a
+:class:`~brats_lib.sampling.PatchDataset` passes per sample, so resumed runs and
+any number of loader workers see the same patches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from monai.transforms import Compose, RandGaussianNoised, RandGaussianSmoothd, RandScaleIntensityd
+from scipy import ndimage
+
+
+@dataclass
+class NnUNetAugmentation:
+    """Callable ``(image (C, X, Y, Z), label (X, Y, Z), rng) -> (image, label)``.
+
+    ``mri_channels``: how many leading channels are MRI (the rest, e.g. a one-hot
+    foreground channel, get spatial steps only). Probabilities and ranges default to
+    the paper's; ``scale=0`` disables every step (for ablations and tests).
+    """
+
+    mri_channels: int = 4
+    zoom_p: float = 0.15
+    zoom_range: tuple[float, float] = (1.0, 1.4)
+    flip_p: float = 0.5
+    noise_p: float = 0.15
+    noise_sd: float = 0.33
+    blur_p: float = 0.15
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
+    brightness_p: float = 0.15
+    brightness_range: tuple[float, float] = (0.7, 1.3)
+    contrast_p: float = 0.15
+    contrast_range: tuple[float, float] = (0.65, 1.5)
+
+    def __post_init__(self):
+        lo, hi = self.brightness_range
+        if abs((lo + hi) / 2 - 1.0) > 1e-9:
+            raise ValueError(f"brightness_range {self.brightness_range} must be symmetric around 1")
+        self._monai = Compose([
+            RandGaussianNoised("image", prob=self.noise_p, mean=0.0, std=self.noise_sd, sample_std=True),
+            RandGaussianSmoothd("image", sigma_x=self.blur_sigma, sigma_y=self.blur_sigma, sigma_z=self.blur_sigma,
+                                prob=self.blur_p),
+            RandScaleIntensityd("image", factors=(hi - 1.0), prob=self.brightness_p),
+        ])
+
+    def zoom(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        """Zoom in by s ~ U(zoom_range): resize the central (size / s) block back to size."""
+        s = rng.uniform(*self.zoom_range)
+        size = np.array(label.shape)
+        crop = np.maximum(np.round(size / s).astype(int), 1)
+        lo = (size - crop) // 2
+        sl = tuple(slice(a, a + c) for a, c in zip(lo, crop))
+        factors = size / crop
+        img = np.stack([ndimage.zoom(ch[sl], factors, order=3 if i < self.mri_channels else 0, mode="nearest",
+                                     grid_mode=True) for i, ch in enumerate(image)])
+        lab = ndimage.zoom(label[sl], factors, order=0, mode="nearest", grid_mode=True)
+        return img[(slice(None),) + tuple(slice(0, n) for n in size)], lab[tuple(slice(0, n) for n in size)]
+
+    def contrast(self, mri: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        lo, hi = float(mri.min()), float(mri.max())
+        return np.clip(mri * rng.uniform(*self.contrast_range), lo, hi)
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        image, label = np.asarray(image, np.float32), np.asarray(label)
+        if rng.random() < self.zoom_p:
+            image, label = self.zoom(image, label, rng)
+        for axis in range(3):
+            if rng.random() < self.flip_p:
+                image, label = np.flip(image, axis + 1), np.flip(label, axis)
+        mri, extra = image[: self.mri_channels], image[self.mri_channels:]
+        self._monai.set_random_state(seed=int(rng.integers(2 ** 31)))
+        mri = np.asarray(self._monai({"image": np.ascontiguousarray(mri)})["image"], np.float32)
+        if rng.random() < self.contrast_p:
+            mri = self.contrast(mri, rng)
+        image = np.concatenate([mri, extra]) if extra.shape[0] else mri
+        return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(label)
