@@ -7,6 +7,7 @@ Subcommands::
     complexity NAME [--patch X Y Z] [--in-channels C] [--json] | --list
     run        NOTEBOOK --profile {test,cpu,full} [--data DIR] [--out DIR]
     reproduce  --profile P [--data DIR]
+    predict    --checkpoint CKPT --case DIR --out FILE.nii.gz [--tta N] [--labels CONVENTION]
 """
 from __future__ import annotations
 
@@ -115,6 +116,31 @@ def _cmd_complexity(a) -> int:
     return 0
 
 
+def _cmd_predict(a) -> int:
+    import time
+
+    from . import data as D
+    from .inference import load_predictor, predict_with, write_prediction
+
+    if not str(a.out).endswith((".nii.gz", ".nii")):
+        raise ValueError(f"--out {a.out} must name a .nii.gz file")
+    nets, settings = load_predictor(a.checkpoint)
+    folder = Path(a.case)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"case folder {folder} does not exist")
+    layout = "brats2023" if any(folder.glob("*-t2f.nii*")) else "brats2021"
+    case = D._case_from_folder(folder, layout, a.labels or layout)
+    lc = D.load_case(case, with_label=False)
+    t = time.perf_counter()
+    labels, _ = predict_with(nets, settings, lc.image, tta=a.tta)
+    path = write_prediction(a.out, labels, lc.affine, lc.header, convention=a.labels or case.convention)
+    counts = {name: int((labels == v).sum()) for v, name in enumerate(("background", "NCR", "ED", "ET")) if v}
+    print(f"{case.case_id}: {settings['model']} x{len(nets)}, window {settings['roi_size']}, "
+          f"{settings['tta'] if a.tta is None else a.tta} flips, {time.perf_counter() - t:.1f} s -> {path} "
+          f"({', '.join(f'{k} {v}' for k, v in counts.items())} voxels)")
+    return 0
+
+
 def _cmd_run(a) -> int:
     from .runner import run_notebook
 
@@ -165,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="a real BraTS folder for every data-driven step")
     s.add_argument("--out", help="output folder (default reports/<notebook>)")
     s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("predict", help="segment one case with a trained predictor file")
+    s.add_argument("--checkpoint", required=True, help="a predictor file written by a notebook (save_predictor)")
+    s.add_argument("--case", required=True, help="a case folder in the BraTS layout")
+    s.add_argument("--out", required=True, help="output label map (.nii.gz), written atomically")
+    s.add_argument("--tta", type=int, help="override the number of test-time flips (1, 4 or 8)")
+    s.add_argument("--labels", choices=("brats2021", "brats2023", "msd"),
+                   help="label convention of the output (default: the input dataset's)")
+    s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("reproduce", help="execute every notebook into reports/")
     s.add_argument("--profile", choices=("test", "cpu", "full"), default="cpu")

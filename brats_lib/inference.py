@@ -57,6 +57,8 @@ def activation(logits: torch.Tensor, kind: str) -> torch.Tensor:
 class FlipBatch(nn.Module):
     """Window-level flip TTA: each window goes through the network once as a batch of
     all its flips; outputs are flipped back, turned into probabilities and averaged.
+    Given several models (an ensemble, e.g. the best checkpoints of a fold), their
+    probabilities are averaged too.
 
     Used as the predictor of MONAI's sliding window, it needs one pass over the
     volume and one set of blending buffers for all flips (instead of one pass per
@@ -64,30 +66,40 @@ class FlipBatch(nn.Module):
     differs from flipping the whole image only in where window borders fall.
     """
 
-    def __init__(self, model: nn.Module | Callable, flips: Sequence[tuple[int, ...]], output: str):
+    def __init__(self, model: nn.Module | Callable | Sequence[nn.Module], flips: Sequence[tuple[int, ...]], output: str):
         super().__init__()
-        self.model, self.flips, self.output = model, list(flips), output
+        self.models = list(model) if isinstance(model, (list, tuple)) else [model]
+        self.flips, self.output = list(flips), output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         batch = torch.cat([torch.flip(x, f) if f else x for f in self.flips])
-        logits = self.model(batch)
-        if isinstance(logits, (list, tuple)):
-            logits = logits[0]
-        prob = activation(logits.float(), self.output)
         total = None
-        for i, f in enumerate(self.flips):
-            p = prob[i * b:(i + 1) * b]
-            p = torch.flip(p, f) if f else p
-            total = p if total is None else total + p
-        return total / len(self.flips)
+        for model in self.models:
+            prob = activation(_forward(model, batch).float(), self.output)
+            for i, f in enumerate(self.flips):
+                p = prob[i * b:(i + 1) * b]
+                p = torch.flip(p, f) if f else p
+                total = p if total is None else total + p
+        return total / (len(self.flips) * len(self.models))
+
+
+def _forward(model: nn.Module | Callable, batch: torch.Tensor) -> torch.Tensor:
+    """Logits of ``model`` (the main output where it returns several). On the CPU a batch
+    of one is run as a batch of two: oneDNN's 3D convolutions are several times slower
+    per sample at batch size 1 (measured: 7x for 8 channels at 32^3 on 2 cores)."""
+    single = batch.shape[0] == 1 and batch.device.type == "cpu"
+    out = model(batch.expand(2, *batch.shape[1:]) if single else batch)
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    return out[:1] if single else out
 
 
 @torch.no_grad()
 def sliding_window_probabilities(
     model: nn.Module | Callable, image: torch.Tensor, roi_size: Sequence[int], overlap: float = 0.5,
     mode: str = "gaussian", tta: int | str | Sequence = None, output: str = "sigmoid",
-    sw_batch_size: int = 1, device: str | torch.device | None = None, progress: bool = False,
+    sw_batch_size: int = 2, device: str | torch.device | None = None, progress: bool = False,
     tta_mode: str = "window", amp: bool = False,
 ) -> torch.Tensor:
     """Mean probability over flips of MONAI's sliding-window inference.
@@ -98,8 +110,9 @@ def sliding_window_probabilities(
     image and averages, the textbook form. ``amp`` runs the network in float16 on CUDA.
     Returns (B, out_channels, X, Y, Z) float32 on the CPU.
     """
+    first = model[0] if isinstance(model, (list, tuple)) else model
     device = torch.device(device) if device is not None else next(
-        (p.device for p in getattr(model, "parameters", lambda: iter(()))()), torch.device("cpu"))
+        (p.device for p in getattr(first, "parameters", lambda: iter(()))()), torch.device("cpu"))
     flips = parse_flips(tta)
     sw = dict(roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap, mode=mode,
               sw_device=device, device=torch.device("cpu"), progress=progress)
@@ -145,16 +158,17 @@ def prepare_image(image: np.ndarray, normalisation: str = "zscore", foreground: 
     return x, box
 
 
-def predict_case(model: nn.Module, image: np.ndarray, roi_size: Sequence[int], output: str = "sigmoid",
+def predict_case(model: nn.Module | Sequence[nn.Module], image: np.ndarray, roi_size: Sequence[int], output: str = "sigmoid",
                  thresholds: Sequence[float] = (0.5, 0.5, 0.5), overlap: float = 0.5, mode: str = "gaussian",
                  tta=None, normalisation: str = "zscore", foreground: str | None = None,
-                 clip_percentiles=None, device=None, sw_batch_size: int = 1,
+                 clip_percentiles=None, device=None, sw_batch_size: int = 2,
                  postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, amp: bool = False):
     """Segment one raw case (4, H, W, D). Returns (canonical labels (H, W, D), probabilities
     (C, H, W, D) at full size). The case is cropped to the brain before sliding and the
     probabilities put back with background outside. ``postprocess(labels, probs)`` runs on
-    the full-size result."""
-    model.eval()
+    the full-size result. A list of models is an ensemble: probabilities are averaged."""
+    for m in model if isinstance(model, (list, tuple)) else [model]:
+        m.eval()
     x, box = prepare_image(image, normalisation, foreground, clip_percentiles)
     t = torch.from_numpy(x)[None]
     prob = sliding_window_probabilities(model, t, roi_size, overlap, mode, tta, output, sw_batch_size, device,
@@ -199,3 +213,69 @@ def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thres
         return out
 
     return val
+
+
+# ------------------------------------------------------------------ predictor files
+#: what a predictor file holds besides the weights (written by :func:`save_predictor`)
+PREDICTOR_KEYS = ("model", "model_kwargs", "roi_size", "output", "thresholds", "overlap", "tta", "normalisation",
+                  "foreground", "postprocess", "postprocess_kwargs")
+
+
+def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, model_kwargs: dict,
+                   roi_size: Sequence[int], output: str = "sigmoid", thresholds: Sequence[float] = (0.5, 0.5, 0.5),
+                   overlap: float = 0.5, tta: int = 8, normalisation: str = "zscore", foreground: str | None = None,
+                   postprocess: str | None = None, postprocess_kwargs: dict | None = None) -> Path:
+    """Write a trained model (one network or an ensemble) and every inference setting
+    it needs to one file, readable with ``torch.load(weights_only=True)``.
+
+    ``model`` is a registered name (:mod:`brats_lib.models`); ``postprocess`` the name of
+    a function in :mod:`brats_lib.postprocess` (or None).
+    """
+    from .training import save_checkpoint
+
+    kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model_kwargs.items()}
+    return save_checkpoint(path, kind="brats_lib.predictor", weights=[m.state_dict() for m in models_], model=model,
+                           model_kwargs=kwargs, roi_size=[int(s) for s in roi_size], output=output,
+                           thresholds=[float(t) for t in thresholds], overlap=float(overlap), tta=int(tta),
+                           normalisation=normalisation, foreground=foreground, postprocess=postprocess,
+                           postprocess_kwargs=dict(postprocess_kwargs or {}))
+
+
+def load_predictor(path: str | Path, device=None) -> tuple[list[nn.Module], dict]:
+    """(networks in eval mode, settings) from a :func:`save_predictor` file."""
+    from . import models as registry
+    from .training import load_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ck = load_checkpoint(path)
+    except Exception as e:  # not a torch file, or one holding more than weights
+        raise ValueError(f"checkpoint {path} cannot be read as a brats_lib predictor: {e}") from None
+    if not isinstance(ck, dict) or ck.get("kind") != "brats_lib.predictor":
+        raise ValueError(f"checkpoint {path} is not a brats_lib predictor file (write one with save_predictor; "
+                         "training checkpoints hold weights without the inference settings)")
+    nets = []
+    for sd in ck["weights"]:
+        net = registry.build(ck["model"], **ck["model_kwargs"])
+        net.load_state_dict(sd)
+        nets.append(net.to(device or "cpu").eval())
+    return nets, {k: ck[k] for k in PREDICTOR_KEYS}
+
+
+def predict_with(nets: Sequence[nn.Module], settings: dict, image: np.ndarray, device=None, tta=None):
+    """Segment a raw (4, H, W, D) image as a predictor file's ``settings`` say (TTA flips
+    overridable); returns (canonical labels, probabilities)."""
+    from . import postprocess as post
+
+    fn = None
+    if settings["postprocess"]:
+        rule = getattr(post, settings["postprocess"], None)
+        if rule is None:
+            raise ValueError(f"unknown post-processing {settings['postprocess']!r} in the predictor file")
+        kw = settings["postprocess_kwargs"]
+        fn = lambda labels, probs: rule(labels, probs, **kw)  # noqa: E731
+    return predict_case(list(nets), image, settings["roi_size"], settings["output"], settings["thresholds"],
+                        settings["overlap"], "gaussian", settings["tta"] if tta is None else tta,
+                        settings["normalisation"], settings["foreground"], device=device, postprocess=fn)
