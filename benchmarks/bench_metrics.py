@@ -70,7 +70,47 @@ def _ours_dice_hd95(pred, ref, spacing):
     return out
 
 
-def run() -> tuple[str, bool]:
+def _phantom_pair(shape):
+    """A prediction/reference pair of phantom label maps of ``shape`` (two seeds overlaid)."""
+    from brats_lib.phantoms import make_phantom
+
+    _, ref, _ = make_phantom(0, shape)
+    _, other, _ = make_phantom(1, shape)
+    return np.where(other > 0, other, ref), ref
+
+
+def _best_of(fn, repeats: int = 2) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def run_scaling(sizes=("64^3", "128^3", "full")) -> str:
+    """Seconds per case of the three implementations as the volume grows (phantom pairs)."""
+    from .common import SIZES
+
+    rows = []
+    for size in sizes:
+        shape = SIZES[size] if isinstance(size, str) else tuple(size)
+        pred, ref = _phantom_pair(shape)
+        sp = (1.0, 1.0, 1.0)
+        t_ours = _best_of(lambda: M.evaluate_labels(pred, ref, sp))
+        t_medpy = _best_of(lambda: _medpy(pred, ref, sp), 1)
+        t_o2 = _best_of(lambda: _ours_dice_hd95(pred, ref, sp))
+        t_dm = _best_of(lambda: _deepmind(pred, ref, sp))
+        rows.append(f"| {'x'.join(map(str, shape))} | {t_ours:.3f} | {t_medpy:.3f} | {t_medpy / t_ours:.1f}x | "
+                    f"{t_o2:.3f} | {t_dm:.3f} | {t_dm / t_o2:.1f}x |")
+    return "\n".join([
+        "Scaling with the volume (phantom prediction/reference pairs, seconds per case; five metrics for the "
+        "medpy comparison, Dice + HD95 for the surface-distance one):", "",
+        "| size | brats_lib, 5 metrics | medpy | ratio | brats_lib, Dice + HD95 | surface-distance | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |", *rows])
+
+
+def run(sizes=("64^3", "128^3", "full")) -> tuple[str, bool]:
     pairs, source = _pairs()
     t_ours = t_medpy = 0.0
     max_diff = 0.0
@@ -113,7 +153,8 @@ def run() -> tuple[str, bool]:
         f"| brats_lib.metrics | {t_o2 / len(pairs):.3f} | **{ratio_dm:.1f}x faster** (target >= 1x) |", "",
         "HD95 of the two conventions on the same pairs (mm): BraTS / medpy pools the border-voxel distances of both "
         "directions; surface-distance weights surface elements by area and reports the larger directed percentile.", "",
-        "| pair | region | BraTS / medpy convention | surface-distance |", "| --- | --- | --- | --- |", *hd_rows,
+        "| pair | region | BraTS / medpy convention | surface-distance |", "| --- | --- | --- | --- |", *hd_rows, "",
+        run_scaling(sizes),
     ])
     return md, passed
 

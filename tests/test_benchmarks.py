@@ -1,8 +1,9 @@
 """The benchmark code paths at tiny size (the timings themselves live in benchmarks/)."""
 import numpy as np
+import pytest
 import torch
 
-from benchmarks import bench_inference, bench_training
+from benchmarks import bench_inference, bench_metrics, bench_training
 from benchmarks.common import PeakRSS, cpu_model
 from brats_lib import inference as I
 from brats_lib import models
@@ -35,3 +36,11 @@ def test_throughput_in_nvidia_format_runs_on_cpu():
     res = bench_training.throughput(net, 1, (16, 16, 16), "cpu", amp=True, steps=2, warmup=1)
     assert res["training"] > 0 and res["inference"] > 0
     assert bench_training.model_in_channels(net) == 5
+
+
+def test_metrics_scaling_table_at_tiny_size():
+    pytest.importorskip("medpy")
+    pytest.importorskip("surface_distance")
+    md = bench_metrics.run_scaling([(24, 24, 24)])
+    row = [line for line in md.splitlines() if line.startswith("| 24x24x24")]
+    assert len(row) == 1 and row[0].count("x |") == 2
