@@ -14,7 +14,16 @@ from conftest import REPO
 
 def test_mean_ci():
     m, lo, hi = R.mean_ci([1.0, 2.0, 3.0, np.nan])
-    assert m == 2.0 and lo == pytest.approx(2 - 2.4841377, rel=1e-5) and hi == pytest.approx(2 + 2.4841377, rel=1e-5)
+    assert m == 2.0 and 1.0 <= lo < 2.0 < hi <= 3.0
+    assert R.mean_ci([1.0, 2.0, 3.0]) == (m, lo, hi)  # seeded
+    # skewed, non-negative values (HD95 with one empty-prediction penalty): a t-interval goes
+    # below 0, the bootstrap interval stays inside the observed range
+    hd = [2.0, 3.0, 2.5, 4.0, 3.5, 2.0, 3.0, 373.13]
+    _, lo, hi = R.mean_ci(hd)
+    assert lo >= 2.0 and hi <= 373.13 and lo < np.mean(hd) < hi
+    rng = np.random.default_rng(1)
+    wide, narrow = R.mean_ci(rng.normal(0, 1, 20)), R.mean_ci(rng.normal(0, 1, 2000))
+    assert narrow[2] - narrow[1] < (wide[2] - wide[1]) / 5
     assert R.mean_ci([0.5]) == (0.5, 0.5, 0.5)
     assert R.format_ci([0.5, 0.5]) == "0.500 [0.500, 0.500]"
 
