@@ -26,3 +26,62 @@ class PrimerParams:
     algorithms: list[str] = field(default_factory=lambda: ["hnfnetv1-20", "isen-20", "sanet0-20", "scan-20", "yixinmpl-20"])
     #: how many prediction/reference pairs the HD95 library comparison uses
     hd95_pairs: int = 10
+
+
+@schema("optimized_unet")
+class OptimizedUNetParams:
+    """Optimized U-Net (NVIDIA, BraTS 2021): data, scaling, training, inference, searches."""
+
+    seed: int
+    #: phantom cases (ignored when ``data_dir`` is set)
+    phantom_cases: int
+    phantom_shape: list[int]
+    #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
+    splits: str
+    #: folds of the split file, and how many of them are trained
+    n_folds: int
+    folds: int
+    #: training patch = sliding window (paper 128^3)
+    patch_size: list[int]
+    #: U-Net filters: the nnU-Net baseline (depth d) and the widened list (depth d + 1)
+    base_filters: list[int]
+    wide_filters: list[int]
+    #: UNETR and SegResNetVAE sizes (paper: 16 / 768 / 3072 / 12 and 32 / 128)
+    unetr_feature_size: int
+    unetr_hidden_size: int
+    unetr_mlp_dim: int
+    unetr_heads: int
+    segresnet_filters: int
+    vae_nz: int
+    epochs: int
+    steps_per_epoch: int
+    batch_size: int
+    #: one run per rate; a fold keeps the rate with the best validation Dice (paper: 5e-4, 7e-4, 9e-4)
+    learning_rates: list[float]
+    warmup_steps: int
+    #: flips of the test-time augmentation for the final model's predictions (paper: 8)
+    tta: int
+    #: flips for the per-case evaluation of every ablation row
+    tta_ablation: int
+    data_dir: str | None = None
+    real_dir: str | None = "../shared/data/real"
+    #: real cases segmented for the qualitative figure (0 = none), and their flips
+    real_cases: int = 2
+    real_tta: int = 1
+    drop_block_size: int = 5
+    #: up-sample the deep-supervision heads and divide the loss by 1.75 (NVIDIA's code) instead of
+    #: down-sampling the labels (the paper)
+    ds_upsample: bool = False
+    vae_weight: float = 0.1
+    #: "brain" (the paper's foreground) or "all_positive" (NVIDIA's code)
+    onehot_mode: str = "brain"
+    augment: bool = True
+    fg_prob: float = 0.4
+    weight_decay: float = 1e-4
+    keep_best: int = 2
+    amp: bool = True
+    num_workers: int = 0
+    progress: bool = True
+    overlap: float = 0.5
+    threshold_grid: list[float] = field(default_factory=lambda: [round(0.3 + 0.05 * i, 2) for i in range(9)])
+    min_total_grid: list[int] = field(default_factory=lambda: list(range(0, 101)))

@@ -1,0 +1,290 @@
+"""Futrega et al., "Optimized U-Net for Brain Tumor Segmentation" (BraTS 2021, NVIDIA):
+the experiment pipeline of the paper, read top to bottom beside its Sections 2-3.
+
+* Section 2.2 - input: z-scored modalities inside the brain (background stays 0) plus
+  an optional one-hot foreground channel; augmentation :class:`~brats_lib.augment.NnUNetAugmentation`
+  after a foreground-biased crop (p 0.4).
+* Section 2.3 - networks: :mod:`brats_lib.models.optimized_unet` (U-Net rows),
+  ``unetr``, ``segresnet_vae``.
+* Section 2.4 - loss per region (WT, TC, ET): batched Dice + BCE (Focal, gamma 2, for
+  the Focal row), deep supervision  L = L(y1, p1) + 1/2 L(y2, p2) + 1/4 L(y3, p3)  (eq. 1).
+* Section 2.5 - inference: sliding window (patch size, overlap 0.5, Gaussian), 8-flip TTA,
+  regions -> labels with thresholds WT 0.45 / TC 0.4 / ET 0.45, the ET post-processing
+  rule :func:`brats_lib.postprocess.optimized_unet`; thresholds and the voxel count
+  chosen by grid search on the cross-validation predictions.
+* Section 3.2 - Adam, weight decay 1e-4, linear warm-up then cosine annealing, k-fold
+  cross-validation, the two best checkpoints per fold ensembled by averaging probabilities.
+* Section 3.3 - the rows of Tables 1-4, and the paper's numbers (:data:`PAPER_TABLES`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import labels as L
+from . import losses, models, postprocess
+from .augment import NnUNetAugmentation
+from .data import LoadedCase
+from .inference import predict_case, prepare_image, probabilities_to_labels
+from .metrics import dice
+from .sampling import PatchDataset
+from .training import FitResult, TrainConfig, fit, load_weights
+
+#: Section 2.5: WT, TC, ET probability thresholds of the submission
+PAPER_THRESHOLDS = (0.45, 0.40, 0.45)
+#: the ET post-processing rule of Section 2.5
+PAPER_POSTPROCESS = dict(min_component=16, min_total=73, max_mean_prob=0.9)
+#: deep-supervision weights of eq. (1): main head, then the two lower heads
+DS_WEIGHTS = (1.0, 0.5, 0.25)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained configuration (a row of the ablation tables)."""
+
+    model: str                 # registered name
+    loss: str = "dice_bce"     # dice_bce | dice_focal
+    onehot: bool = False       # fifth input channel
+
+    @property
+    def in_channels(self) -> int:
+        return 5 if self.onehot else 4
+
+
+#: every configuration the tables need; keys are the names the tables print
+RUNS: dict[str, Run] = {
+    "U-Net": Run("optimized_unet_baseline"),
+    "UNETR": Run("unetr"),
+    "SegResNetVAE": Run("segresnet_vae"),
+    "Attention": Run("optimized_unet_attention"),
+    "DS": Run("optimized_unet_ds"),
+    "Residual": Run("optimized_unet_residual"),
+    "DB": Run("optimized_unet_dropblock"),
+    "Focal": Run("optimized_unet_baseline", loss="dice_focal"),
+    "Deeper": Run("optimized_unet_deeper"),
+    "Channels": Run("optimized_unet_channels"),
+    "One-hot": Run("optimized_unet_onehot", onehot=True),
+    "D+C+O": Run("optimized_unet", onehot=True),
+}
+
+#: table -> [(row label as printed by the paper, key of RUNS)]; the first row is the baseline
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "table1": [("U-Net", "U-Net"), ("UNETR", "UNETR"), ("SegResNetVAE", "SegResNetVAE")],
+    "table2": [("baseline", "U-Net"), ("Attention", "Attention"), ("DS", "DS"), ("Residual", "Residual"),
+               ("DB", "DB"), ("Focal", "Focal")],
+    "table3": [("DS", "DS"), ("Deeper", "Deeper"), ("Channels", "Channels"), ("One-hot", "One-hot"),
+               ("D+C+O", "D+C+O")],
+}
+TABLE_TITLES = {
+    "table1": "Table 1: U-Net vs UNETR vs SegResNetVAE",
+    "table2": "Table 2: U-Net extensions",
+    "table3": "Table 3: encoder depth, channels, one-hot input (all with DS)",
+    "table4": "Table 4: post-processing (D+C+O)",
+}
+
+#: the paper's per-fold mean Dice (average of ET, TC, WT) and the means it printed
+PAPER_TABLES: dict[str, dict[str, list[float]]] = {
+    "table1": {"U-Net": [0.9087, 0.9100, 0.9162, 0.9238, 0.9061, 0.9130],
+               "UNETR": [0.9044, 0.8976, 0.9051, 0.9111, 0.8971, 0.9031],
+               "SegResNetVAE": [0.9086, 0.9090, 0.9140, 0.9219, 0.9053, 0.9118]},
+    "table2": {"baseline": [0.9087, 0.9100, 0.9162, 0.9238, 0.9061, 0.9130],
+               "Attention": [0.9091, 0.9110, 0.9157, 0.9232, 0.9061, 0.9130],
+               "DS": [0.9111, 0.9115, 0.9175, 0.9268, 0.9074, 0.9149],
+               "Residual": [0.9087, 0.9103, 0.9175, 0.9233, 0.9070, 0.9134],
+               "DB": [0.9096, 0.9114, 0.9159, 0.9241, 0.9071, 0.9136],
+               "Focal": [0.9094, 0.9026, 0.9146, 0.9229, 0.9072, 0.9133]},
+    "table3": {"DS": [0.9111, 0.9115, 0.9175, 0.9268, 0.9074, 0.9149],
+               "Deeper": [0.9118, 0.9140, 0.9170, 0.9256, 0.9079, 0.9152],
+               "Channels": [0.9107, 0.9135, 0.9173, 0.9265, 0.9072, 0.9150],
+               "One-hot": [0.9109, 0.9132, 0.9174, 0.9263, 0.9075, 0.9050],
+               "D+C+O": [0.9118, 0.9141, 0.9176, 0.9268, 0.9076, 0.9156]},
+    "table4": {"without": [0.9118, 0.9141, 0.9176, 0.9268, 0.9076, 0.9156],
+               "with": [0.9132, 0.9142, 0.9189, 0.9268, 0.9086, 0.9163]},
+}
+
+
+def paper_table(name: str) -> pd.DataFrame:
+    """The paper's table: rows = its columns (models), columns Fold 0..4, the mean of the
+    folds, and the mean as printed (two printed means disagree with their folds)."""
+    rows = {}
+    for model, vals in PAPER_TABLES[name].items():
+        folds = vals[:5]
+        rows[model] = {**{f"Fold {k}": v for k, v in enumerate(folds)},
+                       "Mean of folds": float(np.mean(folds)), "Mean (printed)": vals[5]}
+    return pd.DataFrame(rows).T
+
+
+# ------------------------------------------------------------------ networks and losses
+def model_kwargs(run: Run, p, paper_size: bool = False) -> dict:
+    """Constructor arguments of ``run``'s network: from the parameters ``p`` (scaled for the
+    ``cpu``/``test`` profiles) or, with ``paper_size``, the paper's own sizes at 128^3."""
+    patch = [128, 128, 128] if paper_size else list(p.patch_size)
+    if run.model == "unetr":
+        if paper_size:
+            return dict(in_channels=4, out_channels=3, img_size=patch)
+        return dict(in_channels=4, out_channels=3, img_size=patch, feature_size=p.unetr_feature_size,
+                    hidden_size=p.unetr_hidden_size, mlp_dim=p.unetr_mlp_dim, num_heads=p.unetr_heads)
+    if run.model == "segresnet_vae":
+        if paper_size:
+            return dict(in_channels=4, out_channels=3, input_image_size=patch)
+        return dict(in_channels=4, out_channels=3, input_image_size=patch, init_filters=p.segresnet_filters,
+                    vae_nz=p.vae_nz)
+    kw = dict(in_channels=run.in_channels, out_channels=3, ds_upsample=p.ds_upsample)
+    if not paper_size:
+        kw.update(base_filters=p.base_filters, wide_filters=p.wide_filters, drop_block_size=p.drop_block_size)
+    return kw
+
+
+def build_model(run: Run, p, paper_size: bool = False) -> torch.nn.Module:
+    return models.build(run.model, **model_kwargs(run, p, paper_size))
+
+
+def loss_function(run: Run, p) -> torch.nn.Module:
+    """Dice + BCE (or Focal) per region, summed over WT, TC, ET; deep supervision by eq. (1);
+    SegResNetVAE adds ``vae_weight`` x its VAE loss."""
+    region = losses.region_loss("dice_focal" if run.loss == "dice_focal" else "dice_bce", batch_dice=True)
+    if run.model == "segresnet_vae":
+        return losses.WithAuxiliaryLoss(region, p.vae_weight)
+    return losses.DeepSupervision(region, DS_WEIGHTS, normalise=p.ds_upsample)
+
+
+# ------------------------------------------------------------------ data
+def network_input(lc: LoadedCase, onehot: bool, p) -> tuple[np.ndarray, np.ndarray | None]:
+    """(input (4 or 5, h, w, d), label cropped alike): crop to the brain, z-score inside it
+    (background stays 0), append the one-hot foreground channel when asked."""
+    x, box = prepare_image(lc.image, "zscore", p.onehot_mode if onehot else None)
+    return x, (lc.label[box.slices] if lc.label is not None else None)
+
+
+def patch_dataset(cases: Sequence[LoadedCase], run: Run, p, seed: int) -> PatchDataset:
+    arrays = [network_input(lc, run.onehot, p) for lc in cases]
+    aug = NnUNetAugmentation(mri_channels=4) if p.augment else None
+    return PatchDataset(arrays, p.patch_size, p.steps_per_epoch * p.batch_size, fg_prob=p.fg_prob,
+                        target="regions", transform=aug, seed=seed)
+
+
+def predict(model, lc: LoadedCase, run: Run, p, tta=None, thresholds=(0.5, 0.5, 0.5), device=None):
+    """(labels, probabilities (3, H, W, D)) of one case: sliding window at the patch size,
+    overlap 0.5, Gaussian weights; ``model`` may be a list (an ensemble)."""
+    return predict_case(model, lc.image, p.patch_size, "sigmoid", thresholds, p.overlap, "gaussian", tta,
+                        "zscore", p.onehot_mode if run.onehot else None, device=device,
+                        amp=bool(p.amp and torch.cuda.is_available()))
+
+
+def validation(cases: Sequence[LoadedCase], run: Run, p, device=None):
+    """``val_fn`` for :func:`~brats_lib.training.fit`: mean Dice per region over whole
+    validation cases (no TTA, thresholds 0.5, as the paper's per-epoch evaluation)."""
+
+    def val(model) -> dict[str, float]:
+        scores = {r: [] for r in L.REGIONS}
+        for lc in cases:
+            labels, _ = predict(model, lc, run, p, device=device)
+            for r in L.REGIONS:
+                scores[r].append(dice(L.region_mask(labels, r), L.region_mask(lc.label, r)))
+        out = {f"dice_{r}": float(np.mean(v)) for r, v in scores.items()}
+        out["dice_mean"] = float(np.mean(list(out.values())))
+        return out
+
+    return val
+
+
+# ------------------------------------------------------------------ training
+def train_config(p, lr: float) -> TrainConfig:
+    """Section 3.2: Adam, weight decay, linear warm-up over ``warmup_steps`` then cosine."""
+    return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, optimizer="adam", lr=lr,
+                       weight_decay=p.weight_decay, schedule="cosine",
+                       warmup_epochs=p.warmup_steps / p.steps_per_epoch, best_metric="dice_mean",
+                       keep_best=p.keep_best, amp=p.amp, num_workers=p.num_workers, seed=p.seed,
+                       progress=p.progress)
+
+
+def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[LoadedCase], p,
+               out_dir: str | Path, device=None) -> tuple[FitResult, float]:
+    """Train row ``name`` on one fold for every learning rate of ``p.learning_rates``; return
+    the run with the highest best validation Dice and its learning rate (Section 3.2 ran
+    each experiment with three rates)."""
+    run = RUNS[name]
+    best: tuple[FitResult, float] | None = None
+    for lr in p.learning_rates:
+        torch.manual_seed(p.seed + fold)
+        model = build_model(run, p)
+        res = fit(model, loss_function(run, p), patch_dataset(train, run, p, seed=p.seed + 1000 * fold),
+                  train_config(p, lr), Path(out_dir) / f"lr{lr:g}", val_fn=validation(val, run, p, device),
+                  device=device)
+        if best is None or res.best[0][0] > best[0].best[0][0]:
+            best = (res, lr)
+    return best
+
+
+def load_ensemble(res: FitResult, run: Run, p) -> list[torch.nn.Module]:
+    """The stored best checkpoints of a fold (the two best epochs), ready to average."""
+    out = []
+    for path in res.best_checkpoints:
+        out.append(load_weights(build_model(run, p), path).eval())
+    return out
+
+
+# ------------------------------------------------------------------ evaluation and searches
+def region_dice(labels: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    return {r: dice(L.region_mask(labels, r), L.region_mask(ref, r)) for r in L.REGIONS}
+
+
+def threshold_grid(probs: Sequence[np.ndarray], refs: Sequence[np.ndarray], grid: Sequence[float],
+                   base: Sequence[float] = PAPER_THRESHOLDS) -> pd.DataFrame:
+    """Mean Dice of each region (rows ET, TC, WT) when its own threshold takes each value of
+    ``grid`` (columns) and the others stay at ``base`` (WT, TC, ET order).
+
+    Labels are nested (TC inside WT, ET inside TC), so a region's Dice depends on its own
+    threshold and those of the regions containing it; one region is varied at a time.
+    """
+    out = pd.DataFrame(index=list(L.REGIONS), columns=[f"{t:.2f}" for t in grid], dtype=float)
+    for ch, region in enumerate(L.REGION_CHANNELS):
+        for t in grid:
+            thr = list(base)
+            thr[ch] = float(t)
+            scores = [dice(L.region_mask(probabilities_to_labels(pr, "sigmoid", thr), region),
+                           L.region_mask(ref, region)) for pr, ref in zip(probs, refs)]
+            out.loc[region, f"{t:.2f}"] = float(np.mean(scores))
+    return out
+
+
+def best_thresholds(grid_table: pd.DataFrame) -> tuple[float, float, float]:
+    """WT, TC, ET thresholds maximising each region's mean Dice in a :func:`threshold_grid` table
+    (the smallest threshold among ties)."""
+    return tuple(float(grid_table.loc[r].astype(float).idxmax()) for r in L.REGION_CHANNELS)
+
+
+def min_total_search(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray], refs: Sequence[np.ndarray],
+                     counts: Sequence[int], min_component: int = 16, max_mean_prob: float = 0.9) -> pd.DataFrame:
+    """Mean ET Dice after the post-processing rule for each ``min_total`` in ``counts``
+    (rule 1 with ``min_component`` first). Rule 2 either removes all ET of a case or keeps it,
+    so each case's two outcomes are scored once."""
+    rows = []
+    per_case = []
+    for lab, pr, ref in zip(labels, probs, refs):
+        step1 = postprocess.optimized_unet(lab, pr, min_component, 0, max_mean_prob)
+        n, mean_p = postprocess.et_summary(step1, pr)
+        ref_et = L.region_mask(ref, "ET")
+        keep = dice(step1 == L.ET, ref_et)
+        drop = dice(np.zeros_like(ref_et), ref_et)
+        per_case.append((n, mean_p, keep, drop))
+    for k in counts:
+        scores = [drop if (0 < n < k and m < max_mean_prob) else keep for n, m, keep, drop in per_case]
+        rows.append({"min_total": int(k), "ET Dice": float(np.mean(scores))})
+    return pd.DataFrame(rows).set_index("min_total")
+
+
+def export_predictor(path: str | Path, nets: Sequence[torch.nn.Module], run: Run, p,
+                     thresholds: Sequence[float] = PAPER_THRESHOLDS, postprocess_kwargs: dict | None = None) -> Path:
+    """Write ``nets`` (a fold's ensemble) with the paper's inference settings as a predictor
+    file for ``python -m brats_lib predict``."""
+    from .inference import save_predictor
+
+    return save_predictor(path, nets, run.model, model_kwargs(run, p), p.patch_size, "sigmoid", thresholds,
+                          p.overlap, p.tta, "zscore", p.onehot_mode if run.onehot else None, "optimized_unet",
+                          dict(PAPER_POSTPROCESS if postprocess_kwargs is None else postprocess_kwargs))
