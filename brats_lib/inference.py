@@ -193,7 +193,7 @@ def write_prediction(path: str | Path, labels: np.ndarray, affine: np.ndarray, h
 
 def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thresholds=(0.5, 0.5, 0.5),
                   overlap: float = 0.5, tta=None, normalisation: str = "zscore", foreground: str | None = None,
-                  clip_percentiles=None, device=None, postprocess=None):
+                  clip_percentiles=None, device=None, postprocess=None, amp: bool = False):
     """A ``val_fn`` for :func:`brats_lib.training.fit`: segment whole validation cases and
     return mean Dice per region (``dice_ET``, ``dice_TC``, ``dice_WT``) and ``dice_mean``.
 
@@ -205,7 +205,8 @@ def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thres
         scores = {r: [] for r in L.REGIONS}
         for lc in cases:
             labels, _ = predict_case(model, lc.image, roi_size, output, thresholds, overlap, "gaussian", tta,
-                                     normalisation, foreground, clip_percentiles, device, postprocess=postprocess)
+                                     normalisation, foreground, clip_percentiles, device, postprocess=postprocess,
+                                     amp=amp)
             for r in L.REGIONS:
                 scores[r].append(dice(L.region_mask(labels, r), L.region_mask(lc.label, r)))
         out = {f"dice_{r}": float(np.mean(v)) for r, v in scores.items()}

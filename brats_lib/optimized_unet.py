@@ -30,7 +30,7 @@ from . import labels as L
 from . import losses, models, postprocess
 from .augment import NnUNetAugmentation
 from .data import LoadedCase
-from .inference import predict_case, prepare_image, probabilities_to_labels
+from .inference import predict_case, prepare_image, probabilities_to_labels, validation_fn
 from .metrics import dice
 from .sampling import PatchDataset
 from .training import FitResult, TrainConfig, fit, load_weights
@@ -180,17 +180,9 @@ def validation(cases: Sequence[LoadedCase], run: Run, p, device=None):
     """``val_fn`` for :func:`~brats_lib.training.fit`: mean Dice per region over whole
     validation cases (no TTA, thresholds 0.5, as the paper's per-epoch evaluation)."""
 
-    def val(model) -> dict[str, float]:
-        scores = {r: [] for r in L.REGIONS}
-        for lc in cases:
-            labels, _ = predict(model, lc, run, p, device=device)
-            for r in L.REGIONS:
-                scores[r].append(dice(L.region_mask(labels, r), L.region_mask(lc.label, r)))
-        out = {f"dice_{r}": float(np.mean(v)) for r, v in scores.items()}
-        out["dice_mean"] = float(np.mean(list(out.values())))
-        return out
-
-    return val
+    return validation_fn(cases, p.patch_size, "sigmoid", (0.5, 0.5, 0.5), p.overlap, None, "zscore",
+                         p.onehot_mode if run.onehot else None, device=device,
+                         amp=bool(p.amp and torch.cuda.is_available()))
 
 
 # ------------------------------------------------------------------ training
