@@ -39,6 +39,8 @@ def parse_flips(tta: int | str | Sequence[Sequence[int]] | None) -> list[tuple[i
         return list(ALL_FLIPS)
     if tta == 4:
         return list(ALL_FLIPS[:4])
+    if isinstance(tta, (int, str)):
+        raise ValueError(f"tta={tta!r}: expected 0 or 1 (no flips), 4, 8 / 'all', or a list of flip-axis tuples")
     flips = [tuple(int(a) for a in f) for f in tta]
     for f in flips:
         if any(a not in (2, 3, 4) for a in f):
@@ -147,10 +149,16 @@ def probabilities_to_labels(prob: np.ndarray, output: str = "sigmoid",
 
 
 def prepare_image(image: np.ndarray, normalisation: str = "zscore", foreground: str | None = None,
-                  clip_percentiles: tuple[float, float] | None = None, crop_margin: int = 0):
-    """Crop to the brain and normalise a raw (4, H, W, D) image, as training does.
-    Returns (network input (C, h, w, d) float32, crop box)."""
-    img, _, box = P.crop_to_brain(image, None, margin=crop_margin)
+                  clip_percentiles: tuple[float, float] | None = None, crop_margin: int = 0,
+                  centre_crop: Sequence[int] | None = None):
+    """Crop to the brain (or, with ``centre_crop``, to a fixed box of that size at the
+    volume's centre, as HNF-Net's 176 x 224 x 155) and normalise a raw (4, H, W, D) image,
+    as training does. Returns (network input (C, h, w, d) float32, crop box)."""
+    if centre_crop is not None:
+        box = P.centre_box(image.shape[1:], centre_crop)
+        img = image[(slice(None),) + box.slices]
+    else:
+        img, _, box = P.crop_to_brain(image, None, margin=crop_margin)
     kwargs = {"clip_percentiles": clip_percentiles} if normalisation == "zscore" else {}
     x = P.normalise(img, normalisation, **kwargs)
     if foreground:
@@ -162,14 +170,16 @@ def predict_case(model: nn.Module | Sequence[nn.Module], image: np.ndarray, roi_
                  thresholds: Sequence[float] = (0.5, 0.5, 0.5), overlap: float = 0.5, mode: str = "gaussian",
                  tta=None, normalisation: str = "zscore", foreground: str | None = None,
                  clip_percentiles=None, device=None, sw_batch_size: int = 2,
-                 postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, amp: bool = False):
+                 postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, amp: bool = False,
+                 centre_crop: Sequence[int] | None = None):
     """Segment one raw case (4, H, W, D). Returns (canonical labels (H, W, D), probabilities
-    (C, H, W, D) at full size). The case is cropped to the brain before sliding and the
-    probabilities put back with background outside. ``postprocess(labels, probs)`` runs on
-    the full-size result. A list of models is an ensemble: probabilities are averaged."""
+    (C, H, W, D) at full size). The case is cropped to the brain (or to ``centre_crop``)
+    before sliding and the probabilities put back with background outside.
+    ``postprocess(labels, probs)`` runs on the full-size result. A list of models is an
+    ensemble: probabilities are averaged. ``overlap`` may be one fraction per axis."""
     for m in model if isinstance(model, (list, tuple)) else [model]:
         m.eval()
-    x, box = prepare_image(image, normalisation, foreground, clip_percentiles)
+    x, box = prepare_image(image, normalisation, foreground, clip_percentiles, centre_crop=centre_crop)
     t = torch.from_numpy(x)[None]
     prob = sliding_window_probabilities(model, t, roi_size, overlap, mode, tta, output, sw_batch_size, device,
                                         amp=amp)[0].numpy()
@@ -193,7 +203,8 @@ def write_prediction(path: str | Path, labels: np.ndarray, affine: np.ndarray, h
 
 def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thresholds=(0.5, 0.5, 0.5),
                   overlap: float = 0.5, tta=None, normalisation: str = "zscore", foreground: str | None = None,
-                  clip_percentiles=None, device=None, postprocess=None, amp: bool = False):
+                  clip_percentiles=None, device=None, postprocess=None, amp: bool = False,
+                  centre_crop: Sequence[int] | None = None, mode: str = "gaussian", sw_batch_size: int = 2):
     """A ``val_fn`` for :func:`brats_lib.training.fit`: segment whole validation cases and
     return mean Dice per region (``dice_ET``, ``dice_TC``, ``dice_WT``) and ``dice_mean``.
 
@@ -204,9 +215,9 @@ def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thres
     def val(model: nn.Module) -> dict[str, float]:
         scores = {r: [] for r in L.REGIONS}
         for lc in cases:
-            labels, _ = predict_case(model, lc.image, roi_size, output, thresholds, overlap, "gaussian", tta,
-                                     normalisation, foreground, clip_percentiles, device, postprocess=postprocess,
-                                     amp=amp)
+            labels, _ = predict_case(model, lc.image, roi_size, output, thresholds, overlap, mode, tta,
+                                     normalisation, foreground, clip_percentiles, device, sw_batch_size,
+                                     postprocess=postprocess, amp=amp, centre_crop=centre_crop)
             for r in L.REGIONS:
                 scores[r].append(dice(L.region_mask(labels, r), L.region_mask(lc.label, r)))
         out = {f"dice_{r}": float(np.mean(v)) for r, v in scores.items()}
@@ -220,12 +231,16 @@ def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thres
 #: what a predictor file holds besides the weights (written by :func:`save_predictor`)
 PREDICTOR_KEYS = ("model", "model_kwargs", "roi_size", "output", "thresholds", "overlap", "tta", "normalisation",
                   "foreground", "postprocess", "postprocess_kwargs")
+#: keys added later, with the value that files written without them mean
+PREDICTOR_DEFAULTS = {"mode": "gaussian", "centre_crop": None, "clip_percentiles": None}
 
 
 def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, model_kwargs: dict,
                    roi_size: Sequence[int], output: str = "sigmoid", thresholds: Sequence[float] = (0.5, 0.5, 0.5),
                    overlap: float = 0.5, tta: int = 8, normalisation: str = "zscore", foreground: str | None = None,
-                   postprocess: str | None = None, postprocess_kwargs: dict | None = None) -> Path:
+                   postprocess: str | None = None, postprocess_kwargs: dict | None = None, mode: str = "gaussian",
+                   centre_crop: Sequence[int] | None = None,
+                   clip_percentiles: Sequence[float] | None = None) -> Path:
     """Write a trained model (one network or an ensemble) and every inference setting
     it needs to one file, readable with ``torch.load(weights_only=True)``.
 
@@ -237,9 +252,13 @@ def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, m
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model_kwargs.items()}
     return save_checkpoint(path, kind="brats_lib.predictor", weights=[m.state_dict() for m in models_], model=model,
                            model_kwargs=kwargs, roi_size=[int(s) for s in roi_size], output=output,
-                           thresholds=[float(t) for t in thresholds], overlap=float(overlap), tta=int(tta),
+                           thresholds=[float(t) for t in thresholds],
+                           overlap=[float(o) for o in overlap] if isinstance(overlap, (list, tuple)) else float(overlap),
+                           tta=int(tta),
                            normalisation=normalisation, foreground=foreground, postprocess=postprocess,
-                           postprocess_kwargs=dict(postprocess_kwargs or {}))
+                           postprocess_kwargs=dict(postprocess_kwargs or {}), mode=mode,
+                           centre_crop=None if centre_crop is None else [int(c) for c in centre_crop],
+                           clip_percentiles=None if clip_percentiles is None else [float(c) for c in clip_percentiles])
 
 
 def load_predictor(path: str | Path, device=None) -> tuple[list[nn.Module], dict]:
@@ -262,7 +281,7 @@ def load_predictor(path: str | Path, device=None) -> tuple[list[nn.Module], dict
         net = registry.build(ck["model"], **ck["model_kwargs"])
         net.load_state_dict(sd)
         nets.append(net.to(device or "cpu").eval())
-    return nets, {k: ck[k] for k in PREDICTOR_KEYS}
+    return nets, {**{k: ck[k] for k in PREDICTOR_KEYS}, **{k: ck.get(k, v) for k, v in PREDICTOR_DEFAULTS.items()}}
 
 
 def predict_with(nets: Sequence[nn.Module], settings: dict, image: np.ndarray, device=None, tta=None):
@@ -278,5 +297,6 @@ def predict_with(nets: Sequence[nn.Module], settings: dict, image: np.ndarray, d
         kw = settings["postprocess_kwargs"]
         fn = lambda labels, probs: rule(labels, probs, **kw)  # noqa: E731
     return predict_case(list(nets), image, settings["roi_size"], settings["output"], settings["thresholds"],
-                        settings["overlap"], "gaussian", settings["tta"] if tta is None else tta,
-                        settings["normalisation"], settings["foreground"], device=device, postprocess=fn)
+                        settings["overlap"], settings["mode"], settings["tta"] if tta is None else tta,
+                        settings["normalisation"], settings["foreground"], settings["clip_percentiles"], device=device,
+                        postprocess=fn, centre_crop=settings["centre_crop"])

@@ -11,16 +11,31 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceFocalLoss
+from monai.losses import DiceCELoss, DiceFocalLoss, GeneralizedDiceLoss
+
+
+class GeneralizedDiceBCE(nn.Module):
+    """Generalized Dice loss (Sudre et al. 2017: class weights 1 / (sum of reference)^2) plus
+    binary cross-entropy, on sigmoid region logits (B, C, ...) and 0/1 targets of the same shape."""
+
+    def __init__(self, batch_dice: bool = True):
+        super().__init__()
+        self.gdl = GeneralizedDiceLoss(sigmoid=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.gdl(logits, target) + F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
 
 
 def region_loss(kind: str = "dice_bce", batch_dice: bool = True) -> nn.Module:
-    """Dice + BCE (``"dice_bce"``) or Dice + Focal, gamma 2 (``"dice_focal"``) on sigmoid regions."""
+    """Dice + BCE (``"dice_bce"``), Dice + Focal, gamma 2 (``"dice_focal"``) or generalized
+    Dice + BCE (``"gdl_bce"``) on sigmoid regions."""
+    if kind == "gdl_bce":
+        return GeneralizedDiceBCE(batch_dice)
     if kind == "dice_bce":
         return DiceCELoss(sigmoid=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)
     if kind == "dice_focal":
         return DiceFocalLoss(sigmoid=True, batch=batch_dice, gamma=2.0, smooth_nr=1e-5, smooth_dr=1e-5)
-    raise ValueError(f"unknown region loss {kind!r}; expected 'dice_bce' or 'dice_focal'")
+    raise ValueError(f"unknown region loss {kind!r}; expected 'dice_bce', 'dice_focal' or 'gdl_bce'")
 
 
 def label_loss(batch_dice: bool = False) -> nn.Module:

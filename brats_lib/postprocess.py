@@ -51,3 +51,14 @@ def et_summary(labels: np.ndarray, probs: np.ndarray) -> tuple[int, float]:
     et = labels == L.ET
     n = int(et.sum())
     return n, float(probs[ET_CHANNEL][et].mean()) if n else 0.0
+
+
+def hnfnetv2(labels: np.ndarray, probs: np.ndarray | None = None, min_et: int = 200) -> np.ndarray:
+    """The rule of Jia et al. (HNF-Netv2, BraTS 2021), Section 4.1, after Isensee et al.:
+    when fewer than ``min_et`` voxels are predicted ET, all of them become NCR/NET (they
+    stay in the tumour core). ``probs`` is accepted for a uniform signature and unused."""
+    out = labels.copy()
+    et = out == L.ET
+    if 0 < int(et.sum()) < min_et:
+        out[et] = L.NCR
+    return out

@@ -7,6 +7,7 @@ All functions take channel-first arrays (C, H, W, D) as loaded by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -51,6 +52,15 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> BBox:
         start.append(max(int(nz[0]) - margin, 0))
         stop.append(min(int(nz[-1]) + 1 + margin, shape[ax]))
     return BBox(tuple(start), tuple(stop), tuple(shape))
+
+
+def centre_box(shape: Sequence[int], size: Sequence[int]) -> BBox:
+    """A box of ``size`` (clipped to ``shape``) at the centre of a volume of ``shape``."""
+    if len(size) != len(shape):
+        raise ValueError(f"centre crop {list(size)} must have one size per axis of {list(shape)}")
+    start = [max((n - min(s, n)) // 2, 0) for n, s in zip(shape, size)]
+    stop = [a + min(s, n) for a, s, n in zip(start, size, shape)]
+    return BBox(tuple(start), tuple(stop), tuple(int(n) for n in shape))
 
 
 def crop_to_brain(image: np.ndarray, label: np.ndarray | None = None, margin: int = 0):

@@ -149,6 +149,19 @@ def make_splits(case_ids: Sequence[str], n_folds: int, seed: int = 0) -> list[di
     return [{"train": sorted(set(ids) - set(f)), "val": f} for f in folds]
 
 
+def holdout_split(case_ids: Sequence[str], n: int) -> tuple[list[str], list[str]]:
+    """(pool for the folds, held-out cases): the last ``n`` ids in sorted order are held out.
+
+    Phantom datasets are prefixes of each other (case ``i`` depends on ``(seed, i)`` only),
+    so asking for ``k + n`` phantoms keeps the same ``k``-case pool, and its split file,
+    as a notebook that asked for ``k``.
+    """
+    ids = sorted(case_ids)
+    if not 0 <= n < len(ids):
+        raise ValueError(f"cannot hold out {n} of {len(ids)} cases and keep some for the folds")
+    return ids[: len(ids) - n], ids[len(ids) - n:]
+
+
 def write_splits(path: str | Path, splits: list[dict[str, list[str]]]) -> Path:
     return write_text(path, json.dumps(splits, indent=1) + "\n")
 

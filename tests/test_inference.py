@@ -22,6 +22,8 @@ def test_parse_flips():
     assert I.parse_flips([[2], [3, 4]]) == [(2,), (3, 4)]
     with pytest.raises(ValueError):
         I.parse_flips([[1]])
+    with pytest.raises(ValueError, match="tta=2"):
+        I.parse_flips(2)
 
 
 def test_sliding_window_with_tta_is_equivariant():

@@ -1,0 +1,276 @@
+"""HNF-Netv2: network sizes against the paper, the PMF / EMA / SDE blocks, augmentation,
+loss, inference geometry, post-processing, predictor files and the notebook."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brats_lib import hnfnetv2 as HN
+from brats_lib import labels as L
+from brats_lib import losses, models, params, postprocess, runner
+from brats_lib.augment import HNFNetAugmentation
+from brats_lib.cli import main as cli
+from brats_lib.complexity import complexity
+from brats_lib.inference import load_predictor, predict_case, predict_with
+from brats_lib.models.hnfnet import EMAUnit, InterSDE, IntraSDE, PMFModule
+from brats_lib.preprocess import centre_box
+from brats_lib.sampling import holdout_split
+
+P_TEST = params.load("hnfnetv2", "test")
+
+PAPER = {"hnf_unet3d": (15.80, 1240.27), "hnfnet": (16.85, 436.59), "hnfnet_intra": (17.31, 436.75),
+         "hnfnetv2": (17.91, 449.79)}
+
+
+# ------------------------------------------------------------------ sizes (Table 1)
+@pytest.fixture(scope="module")
+def paper_sizes():
+    return {n: complexity(n, (128, 128, 128)) for n in PAPER}
+
+
+@pytest.mark.parametrize("name", list(PAPER))
+def test_parameters_and_conv_macs_match_table1(paper_sizes, name):
+    params_m, flops_g = PAPER[name]
+    res = paper_sizes[name]
+    assert res["params"] / 1e6 == pytest.approx(params_m, rel=0.03)
+    assert res["conv_macs"] / 1e9 == pytest.approx(flops_g, rel=0.15)
+    if name != "hnf_unet3d":  # the EM matrix products are in macs, not in conv_macs
+        assert res["macs"] > 1.3 * res["conv_macs"]
+
+
+def test_sde_blocks_cost_what_the_paper_says(paper_sizes):
+    intra = paper_sizes["hnfnet_intra"]["params"] - paper_sizes["hnfnet"]["params"]
+    inter = paper_sizes["hnfnetv2"]["params"] - paper_sizes["hnfnet_intra"]["params"]
+    inter_macs = paper_sizes["hnfnetv2"]["conv_macs"] - paper_sizes["hnfnet_intra"]["conv_macs"]
+    assert intra / 1e6 == pytest.approx(17.31 - 16.85, rel=0.05)
+    assert inter / 1e6 == pytest.approx(17.91 - 17.31, rel=0.05)
+    assert inter_macs / 1e9 == pytest.approx(449.79 - 436.75, rel=0.05)
+
+
+def test_the_other_reading_of_the_decoder_misses_the_flops(paper_sizes):
+    two = complexity("hnfnet", (128, 128, 128), decoder_blocks=2)["conv_macs"] / 1e9
+    assert two / 436.59 - 1 > 0.15 > paper_sizes["hnfnet"]["conv_macs"] / 1e9 / 436.59 - 1
+
+
+def test_complexity_cli_json_reports_conv_macs(capsys):
+    assert cli(["complexity", "hnfnetv2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["input"] == [1, 4, 128, 128, 128]
+    assert res["params"] / 1e6 == pytest.approx(17.91, rel=0.03)
+    assert res["conv_macs"] / 1e9 == pytest.approx(449.79, rel=0.15) and res["macs"] > res["conv_macs"]
+
+
+# ------------------------------------------------------------------ blocks
+def test_every_row_builds_runs_and_checks_its_input_size():
+    x = torch.randn(2, 4, 32, 32, 32)
+    for _, name in HN.TABLE1_ROWS:
+        net = HN.build_model(name, P_TEST)
+        out = net(x)
+        assert out.shape == (2, 3, 32, 32, 32)
+        out.mean().backward()
+    with pytest.raises(ValueError, match="divisible by 16"):
+        models.build("hnfnet", width=2, bases=4)(torch.randn(1, 4, 24, 32, 32))
+
+
+def test_pmf_module_fuses_every_branch_into_every_other():
+    torch.manual_seed(0)
+    pmf = PMFModule([4, 8, 16], blocks=1).eval()
+    xs = [torch.randn(1, 4, 16, 16, 16), torch.randn(1, 8, 8, 8, 8), torch.randn(1, 16, 4, 4, 4)]
+    out = pmf(xs)
+    assert [o.shape for o in out] == [x.shape for x in xs]
+    changed = pmf([xs[0], xs[1], xs[2] + 1.0])   # only the lowest-resolution branch changes
+    assert not torch.allclose(changed[0], out[0]) and not torch.allclose(changed[1], out[1])
+
+
+def test_ema_unit_responsibilities_bases_and_gradient_flow():
+    torch.manual_seed(0)
+    ema = EMAUnit(6, bases=5, iterations=3)
+    x = torch.randn(2, 6, 4, 4, 4, requires_grad=True)
+    ema.keep_attention = True
+    before = ema.mu.clone()
+    ema.train()(x).sum().backward()
+    z = ema.last_attention
+    assert z.shape == (2, 64, 5) and torch.allclose(z.sum(-1), torch.ones(2, 64), atol=1e-5)
+    assert not torch.allclose(ema.mu, before)           # momentum update while training
+    assert ema.conv_in.weight.grad is None              # as EMANet: no gradient through the EM steps
+    assert ema.conv_out[0].weight.grad is not None and x.grad is not None
+    after = ema.mu.clone()
+    ema.eval()(x)
+    assert torch.equal(ema.mu, after)                   # bases frozen at inference
+
+
+def test_sde_blocks_reweight_and_broadcast_global_context():
+    torch.manual_seed(0)
+    sde = IntraSDE(4)
+    x = torch.rand(1, 4, 6, 6, 6)
+    y = sde(x)
+    ratio = y / x
+    assert ((ratio > 0) & (ratio < 1)).all()
+    assert torch.allclose(ratio, ratio[..., :1, :1, :1].expand_as(ratio), atol=1e-6)  # one weight per channel
+    inter = InterSDE([2, 4])
+    xs = [torch.randn(1, 2, 8, 8, 8), torch.randn(1, 4, 4, 4, 4)]
+    out = inter(xs)
+    assert [o.shape for o in out] == [x.shape for x in xs]
+    shifted = inter([xs[0], xs[1] + 3.0])   # the smallest branch's global mean reaches the largest
+    assert not torch.allclose(shifted[0], out[0])
+
+
+def test_feature_map_sizes_are_read_from_the_model():
+    sizes = HN.feature_map_sizes(HN.build_model("hnfnetv2", P_TEST), [32, 32, 32])
+    pmf4 = sizes[sizes.stage == "PMF4"]
+    w = P_TEST.width
+    assert list(pmf4.channels) == [w, 2 * w, 4 * w, 8 * w]
+    assert list(pmf4["size"]) == ["16x16x16", "8x8x8", "4x4x4", "2x2x2"]
+    assert (sizes.stage == "inter-SDE").sum() == 3
+    assert int(sizes[sizes.stage == "concat + EMA"].channels.iloc[0]) == 15 * w
+
+
+def test_ema_attention_map_of_a_case():
+    net = HN.build_model("hnfnetv2", P_TEST)
+    z = HN.ema_attention(net, np.random.rand(4, 27, 30, 33).astype(np.float32))
+    assert z.shape == (P_TEST.bases, 14, 15, 17)
+    assert np.allclose(z.sum(0), 1, atol=1e-5)
+
+
+# ------------------------------------------------------------------ training pieces
+def test_augmentation_is_deterministic_and_keeps_labels():
+    aug = HNFNetAugmentation()
+    img = np.random.default_rng(0).random((4, 24, 24, 24), dtype=np.float32)
+    lab = np.zeros((24, 24, 24), np.uint8)
+    lab[8:16, 8:16, 8:16] = L.ET
+    lab[10:12, 10:12, 10:12] = L.NCR
+    a = aug(img, lab, np.random.default_rng(5))
+    b = aug(img, lab, np.random.default_rng(5))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert set(np.unique(a[1])) <= {0, L.NCR, L.ET}
+    none = HNFNetAugmentation(flip_p=0, rotate_p=0, shift=0, scale=0)
+    c = none(img, lab, np.random.default_rng(5))
+    assert np.allclose(c[0], img) and np.array_equal(c[1], lab)
+    d = HNFNetAugmentation(flip_p=0, rotate_p=0, scale=0)(img, lab, np.random.default_rng(1))[0] - img
+    per_channel = d.reshape(4, -1)
+    assert np.allclose(per_channel, per_channel[:, :1]) and np.abs(per_channel).max() <= 0.1 + 1e-6
+
+
+def test_generalized_dice_bce_prefers_the_right_answer():
+    loss = losses.region_loss("gdl_bce")
+    target = torch.zeros(2, 3, 8, 8, 8)
+    target[:, :, 2:6, 2:6, 2:6] = 1
+    good = loss(20 * (2 * target - 1), target)
+    bad = loss(-20 * (2 * target - 1), target)
+    assert good < 0.05 < bad
+    with pytest.raises(ValueError, match="gdl_bce"):
+        losses.region_loss("gdl")
+
+
+def test_training_schedule_is_the_papers():
+    p = params.load("hnfnetv2", "full", data_dir="x")
+    cfg = HN.train_config(p)
+    assert (cfg.optimizer, cfg.lr, cfg.betas, cfg.weight_decay) == ("adam", 1e-3, (0.9, 0.999), 1e-5)
+    assert (cfg.schedule, cfg.poly_power, cfg.warmup_epochs, cfg.epochs, cfg.batch_size) == ("poly", 0.9, 5, 250, 4)
+
+
+# ------------------------------------------------------------------ inference
+def test_paper_stride_gives_the_papers_windows():
+    from monai.inferers.utils import _get_scan_interval
+
+    overlap = HN.overlap_from_stride(HN.PAPER_PATCH, HN.PAPER_STRIDE)
+    assert _get_scan_interval(HN.PAPER_CROP, HN.PAPER_PATCH, 3, overlap) == HN.PAPER_STRIDE
+    with pytest.raises(ValueError, match="stride"):
+        HN.overlap_from_stride([32, 32, 32], [0, 8, 8])
+
+
+def test_centre_crop_inference_fills_background_outside():
+    box = centre_box((240, 240, 155), HN.PAPER_CROP)
+    assert box.start == (32, 8, 0) and box.shape == (176, 224, 155)
+    assert centre_box((20, 20, 20), (32, 16, 32)).shape == (20, 16, 20)
+
+    class Hot(torch.nn.Module):  # every voxel tumour everywhere
+        def forward(self, x):
+            return torch.full((x.shape[0], 3, *x.shape[2:]), 10.0)
+
+    image = np.ones((4, 40, 40, 40), np.float32)
+    labels, prob = predict_case(Hot(), image, (16, 16, 16), overlap=0.5, mode="constant", centre_crop=(16, 24, 32))
+    assert labels[12:28, 8:32, 4:36].min() == L.ET and labels.astype(bool).sum() == 16 * 24 * 32
+    assert prob[:, :12].max() == 0
+
+
+def test_et_volume_rule():
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[2:5, 2:5, 2:5] = L.ET                      # 27 ET voxels
+    lab[6:8, 6:8, 6:8] = L.ED
+    small = postprocess.hnfnetv2(lab, None, min_et=28)
+    assert (small == L.ET).sum() == 0 and (small == L.NCR).sum() == 27 and (small == L.ED).sum() == 8
+    assert np.array_equal(postprocess.hnfnetv2(lab, None, min_et=27), lab)
+    empty = np.zeros_like(lab)
+    assert np.array_equal(postprocess.hnfnetv2(empty), empty)
+
+
+def test_holdout_split_is_a_stable_suffix():
+    ids = [f"c{i}" for i in range(6)]
+    pool, held = holdout_split(list(reversed(ids)), 2)
+    assert pool == ids[:4] and held == ["c4", "c5"]
+    with pytest.raises(ValueError, match="hold out"):
+        holdout_split(ids, 6)
+
+
+def test_predictor_file_keeps_the_inference_settings(tmp_path, phantom_root):
+    from brats_lib.data import discover_cases, load_case
+
+    torch.manual_seed(0)
+    net = HN.build_model("hnfnetv2", P_TEST).eval()
+    path = HN.export_predictor(tmp_path / "hnf.pt", [net], "hnfnetv2", P_TEST)
+    nets, settings = load_predictor(path)
+    assert settings["mode"] == "constant" and settings["centre_crop"] == list(P_TEST.inference_crop)
+    assert settings["clip_percentiles"] == list(HN.CLIP_PERCENTILES) and settings["postprocess"] == "hnfnetv2"
+    lc = load_case(discover_cases(phantom_root)[0])
+    direct, _ = HN.predict([net], lc, P_TEST, tta=1)
+    via_file, _ = predict_with(nets, settings, lc.image, tta=1)
+    assert np.array_equal(direct, via_file)
+
+
+# ------------------------------------------------------------------ the notebook
+@pytest.mark.slow
+def test_notebook_under_test_profile(tmp_path):
+    r = runner.run_notebook("hnfnetv2", "test", out_dir=tmp_path, progress=False)
+    assert r.ok, r.error
+    tables = tmp_path / "tables"
+    for t in ("model_sizes", "architecture", "per_case", "table1", "table1_per_region", "table1_claims", "table2_3",
+              "ensemble_per_case"):
+        assert (tables / f"{t}.csv").exists(), t
+    t1 = pd.read_csv(tables / "table1.csv", index_col=0)
+    assert list(t1.index) == [r for r, _ in HN.TABLE1_ROWS]
+    assert t1.loc["HNF-Net", "Dice TC (paper)"] == pytest.approx(89.5270)
+    assert t1["Dice WT (ours)"].between(0, 100).all()
+    sizes = pd.read_csv(tables / "model_sizes.csv", index_col=0)
+    assert ((sizes["params ratio"] - 1).abs() < 0.03).all() and ((sizes["conv MACs ratio"] - 1).abs() < 0.15).all()
+    per_case = pd.read_csv(tables / "per_case.csv")
+    assert set(per_case.row) == set(HN.ROWS.values()) and per_case["Dice mean"].between(0, 1).all()
+    for f in ("architecture", "training_curves", "ema_attention", "prediction_phantom"):
+        assert (tmp_path / "figures" / f"{f}.png").exists(), f
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["profile"] == "test" and man["folds"] == 2 and len(man["holdout"]) == 1
+    assert (tmp_path / "runs" / "hnfnetv2_ensemble.pt").exists()
+
+
+@pytest.mark.slow
+def test_notebook_full_profile_code_path_on_a_tiny_folder(tmp_path, phantom_root):
+    """The full profile's code path (paper crop geometry replaced by toy sizes) on 4 phantoms."""
+    small = {k: getattr(P_TEST, k) for k in ("patch_size", "window_stride", "inference_crop", "unet_filters", "width",
+                                             "blocks", "bases", "em_iterations", "min_et", "sw_batch_size")}
+    over = {**small, "epochs": 1, "steps_per_epoch": 1, "warmup_epochs": 0, "n_folds": 2, "folds": 2,
+            "holdout_cases": 1, "splits": "test-full-profile-hnfnetv2", "real_cases": 0, "num_workers": 0,
+            "tta_ablation": 1, "tta": 4, "val_every": 1, "progress": False}
+    try:
+        r = runner.run_notebook("hnfnetv2", "full", data_dir=str(phantom_root), out_dir=tmp_path, progress=False,
+                                extra_parameters={"overrides": over})
+    finally:
+        from brats_lib.sampling import splits_path
+
+        splits_path("test-full-profile-hnfnetv2").unlink(missing_ok=True)
+    assert r.ok, r.error
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["profile"] == "full" and str(phantom_root) in man["data_source"]
+    log = pd.read_csv(tmp_path / "runs" / "hnfnetv2" / "fold1" / "log.csv")
+    assert "val_dice_mean" in log
