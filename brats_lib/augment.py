@@ -141,3 +141,16 @@ class HNFNetAugmentation:
         image = (image + shift[:, None, None, None]) * factor[:, None, None, None]
         return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(label)
 
+
+@dataclass
+class FlipAugmentation:
+    """Callable ``(image (C, *S), label (*S), rng) -> (image, label)``: each spatial axis
+    flipped with probability ``p``, independently (Ma et al. 2021, Section 3.1.3, on 2D slices)."""
+
+    p: float = 0.5
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        for axis in range(label.ndim):
+            if rng.random() < self.p:
+                image, label = np.flip(image, axis + 1), np.flip(label, axis)
+        return np.ascontiguousarray(image, np.float32), np.ascontiguousarray(label)

@@ -145,3 +145,34 @@ class HNFNetv2Params:
     num_workers: int = 0
     progress: bool = True
 
+
+@schema("attention_r2unet_mtds")
+class AttentionR2UNetParams:
+    """Multi-task deep supervision on attention R2U-Net (Ma et al. 2021): data, sizes, training."""
+
+    seed: int
+    #: phantom cases (ignored when ``data_dir`` is set)
+    phantom_cases: int
+    phantom_shape: list[int]
+    #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
+    splits: str
+    n_folds: int
+    folds: int
+    #: centre crop of every axial slice (paper 144 x 176), each size divisible by 8
+    crop: list[int]
+    #: kernels of the first residual unit (paper 32) and of the comparison networks
+    base: int
+    #: dropout on the SE channel weights (the paper does not give it)
+    se_dropout: float
+    epochs: int
+    batch_size: int
+    lr: float
+    #: post-processing: drop components under this fraction of the largest (paper 1/10)
+    post_fraction: float = 0.1
+    augment: bool = True
+    data_dir: str | None = None
+    real_dir: str | None = "../shared/data/real"
+    real_cases: int = 1
+    amp: bool = True
+    num_workers: int = 0
+    progress: bool = True
