@@ -36,3 +36,23 @@ def phantom_copy(phantom_root, tmp_path) -> Path:
 def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
     nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
     return path
+
+
+def run_full_profile(notebook: str, data_dir: Path, out_dir: Path, overrides: dict) -> dict:
+    """Execute ``notebook`` under its ``full`` profile on ``data_dir`` with toy-size
+    ``overrides`` (which must name a throw-away ``splits`` file, removed afterwards);
+    check it ran on that folder and return its manifest."""
+    import json
+
+    from brats_lib import runner
+    from brats_lib.sampling import splits_path
+
+    try:
+        r = runner.run_notebook(notebook, "full", data_dir=str(data_dir), out_dir=out_dir, progress=False,
+                                extra_parameters={"overrides": overrides})
+    finally:
+        splits_path(overrides["splits"]).unlink(missing_ok=True)
+    assert r.ok, r.error
+    man = json.loads((Path(out_dir) / "manifest.json").read_text())
+    assert man["profile"] == "full" and str(data_dir) in man["data_source"]
+    return man

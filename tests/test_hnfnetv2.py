@@ -17,6 +17,7 @@ from brats_lib.inference import load_predictor, predict_case, predict_with
 from brats_lib.models.hnfnet import EMAUnit, InterSDE, IntraSDE, PMFModule
 from brats_lib.preprocess import centre_box
 from brats_lib.sampling import holdout_split
+from conftest import run_full_profile
 
 P_TEST = params.load("hnfnetv2", "test")
 
@@ -262,15 +263,6 @@ def test_notebook_full_profile_code_path_on_a_tiny_folder(tmp_path, phantom_root
     over = {**small, "epochs": 1, "steps_per_epoch": 1, "warmup_epochs": 0, "n_folds": 2, "folds": 2,
             "holdout_cases": 1, "splits": "test-full-profile-hnfnetv2", "real_cases": 0, "num_workers": 0,
             "tta_ablation": 1, "tta": 4, "val_every": 1, "progress": False}
-    try:
-        r = runner.run_notebook("hnfnetv2", "full", data_dir=str(phantom_root), out_dir=tmp_path, progress=False,
-                                extra_parameters={"overrides": over})
-    finally:
-        from brats_lib.sampling import splits_path
-
-        splits_path("test-full-profile-hnfnetv2").unlink(missing_ok=True)
-    assert r.ok, r.error
-    man = json.loads((tmp_path / "manifest.json").read_text())
-    assert man["profile"] == "full" and str(phantom_root) in man["data_source"]
+    run_full_profile("hnfnetv2", phantom_root, tmp_path, over)
     log = pd.read_csv(tmp_path / "runs" / "hnfnetv2" / "fold1" / "log.csv")
     assert "val_dice_mean" in log

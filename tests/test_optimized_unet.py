@@ -13,10 +13,10 @@ from brats_lib.augment import NnUNetAugmentation
 from brats_lib.cli import main as cli
 from brats_lib.complexity import complexity
 from brats_lib.data import discover_cases, load_case, read_label_file
-from brats_lib.inference import load_predictor, predict_case, save_predictor
+from brats_lib.inference import load_predictor, predict_case
 from brats_lib.models.blocks import DropBlock3D
 from brats_lib.models.optimized_unet import variant_filters
-from conftest import REAL, REAL_CASES, real
+from conftest import REAL, REAL_CASES, real, run_full_profile
 
 P_TEST = params.load("optimized_unet", "test")
 
@@ -269,14 +269,5 @@ def test_notebook_full_profile_code_path_on_a_tiny_folder(tmp_path, phantom_root
     over = {**small, "epochs": 1, "steps_per_epoch": 1, "warmup_steps": 1, "n_folds": 2, "folds": 1,
             "splits": "test-full-profile", "learning_rates": [0.0005, 0.0009], "real_cases": 0, "num_workers": 0,
             "tta_ablation": 1, "progress": False}
-    try:
-        r = runner.run_notebook("optimized_unet", "full", data_dir=str(phantom_root), out_dir=tmp_path,
-                                progress=False, extra_parameters={"overrides": over})
-    finally:
-        from brats_lib.sampling import splits_path
-
-        splits_path("test-full-profile").unlink(missing_ok=True)
-    assert r.ok, r.error
-    man = json.loads((tmp_path / "manifest.json").read_text())
-    assert man["profile"] == "full" and str(phantom_root) in man["data_source"]
+    run_full_profile("optimized_unet", phantom_root, tmp_path, over)
     assert len(list((tmp_path / "runs" / "DCO" / "fold0").glob("lr*"))) == 2
