@@ -9,13 +9,15 @@ from brats_lib.io import write_text
 from brats_lib.report import REPO_ROOT, hardware
 
 from . import bench_data, bench_inference, bench_metrics, bench_training
+from .report import merge
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--quick", action="store_true", help="small sizes only (no full-size case, no 128^3 training)")
-    ap.add_argument("--only", nargs="*", choices=("metrics", "inference", "training", "data"))
+    ap.add_argument("--only", nargs="*", choices=("metrics", "inference", "training", "data"),
+                    help="re-run these sections; the others are kept from the existing report")
     a = ap.parse_args()
     only = set(a.only or ("metrics", "inference", "training", "data"))
     sizes = ("64^3",) if a.quick else ("64^3", "128^3", "full")
@@ -26,20 +28,25 @@ def main() -> int:
              f"{hw['platform']}, {hw['cpu_count']} CPU cores ({hw['torch_threads']} torch threads), "
              f"{hw.get('memory_gib', '?')} GiB, GPUs: {gpus}, Python {platform.python_version()}.",
              "Every ratio compares two runs made in this same process on this machine.", ""]
-    ok, t0 = True, time.perf_counter()
-    sections = []
+    t0 = time.perf_counter()
+    out = REPO_ROOT / "reports" / ("benchmarks-cuda.md" if a.device == "cuda" else "benchmarks.md")
+    earlier = out.read_text() if a.only and out.exists() else None
+    if earlier:  # keep the earlier header: the kept sections were measured then
+        lines = earlier.split("\n## ", 1)[0].rstrip().split("\n") + [""]
+    new = {}
     if "metrics" in only:
-        sections.append(bench_metrics.run(sizes))
+        new["metrics"] = bench_metrics.run(sizes)
     if "inference" in only:
-        sections.append(bench_inference.run(sizes, a.device))
+        new["inference"] = bench_inference.run(sizes, a.device)
     if "training" in only:
         patches = ((64, 64, 64),) if a.quick else ((64, 64, 64), (128, 128, 128))
-        sections.append(bench_training.run(patches, a.device))
+        new["training"] = bench_training.run(patches, a.device)
     if "data" in only:
-        sections.append(bench_data.run(sizes))
-    for md, passed in sections:
+        new["data"] = bench_data.run(sizes)
+    stamp = f"{time.strftime('%Y-%m-%d %H:%M')} by `python -m benchmarks {' '.join(sys.argv[1:])}`"
+    sections, ok = merge(new, earlier, stamp)
+    for md in sections:
         lines += [md, ""]
-        ok &= passed
     if a.device == "cuda":
         lines += [bench_training.run_gpu_throughput("cuda"), ""]
     else:
@@ -49,8 +56,8 @@ def main() -> int:
                   "with AMP and adds NVIDIA's throughput table (final model, batch 2, 128^3, images per second; "
                   "NVIDIA reports 27.5 img/s training and 68.5 img/s inference on an A100) to "
                   "`reports/benchmarks-cuda.md`.", ""]
-    lines.append(f"Total benchmark time {time.perf_counter() - t0:.0f} s; all targets met: {'yes' if ok else 'NO'}.")
-    out = REPO_ROOT / "reports" / ("benchmarks-cuda.md" if a.device == "cuda" else "benchmarks.md")
+    rerun = f" (re-run: {', '.join(sorted(new))})" if earlier else ""
+    lines.append(f"Total benchmark time {time.perf_counter() - t0:.0f} s{rerun}; all targets met: {'yes' if ok else 'NO'}.")
     write_text(out, "\n".join(lines) + "\n")
     print(f"wrote {out}; all targets met: {ok}")
     return 0 if ok else 1

@@ -79,7 +79,7 @@ def ours(ds, cfg: TrainConfig, device) -> tuple[float, float]:
     return wall, float(res.log["data_wait_s"].sum() / res.log["time_s"].sum())
 
 
-def run(patches=((64, 64, 64), (128, 128, 128)), device: str = "cpu", repeats: int = 2) -> tuple[str, bool]:
+def run(patches=((64, 64, 64), (128, 128, 128)), device: str = "cpu", repeats: int = 3) -> tuple[str, bool]:
     rows, passed = [], True
     for patch in patches:
         n = 8 if patch[0] <= 64 else 4

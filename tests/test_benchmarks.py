@@ -44,3 +44,16 @@ def test_metrics_scaling_table_at_tiny_size():
     md = bench_metrics.run_scaling([(24, 24, 24)])
     row = [line for line in md.splitlines() if line.startswith("| 24x24x24")]
     assert len(row) == 1 and row[0].count("x |") == 2
+
+
+def test_only_reruns_one_section_and_keeps_the_others():
+    from benchmarks.report import merge, split_sections
+
+    earlier = ("# Benchmarks\n\nRun then.\n\n## Metrics: a\n\nold metrics\n\n## Training: b\n\nold training\n\n"
+               "## GPU\n\nnot measured\n\nTotal benchmark time 9 s; all targets met: yes.\n")
+    assert set(split_sections(earlier)) == {"metrics", "training"}
+    sections, ok = merge({"training": ("## Training: b\n\nnew training", False)}, earlier, "now")
+    assert sections[0] == "## Metrics: a\n\nold metrics" and "new training" in sections[1]
+    assert "Re-run now" in sections[1] and not ok
+    fresh, ok = merge({"metrics": ("## Metrics: a\n\nm", True)}, None, "now")
+    assert fresh == ["## Metrics: a\n\nm"] and ok
