@@ -151,6 +151,37 @@ class EpochSampler(Sampler[int]):
         return math.ceil(self.n / self.world)
 
 
+class _EpochTagged(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)``: the epoch travels with each index to the worker processes."""
+
+    def __init__(self, sampler: EpochSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.sampler.epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class _EpochAware(Dataset):
+    """Calls the dataset's ``set_epoch`` from the index's epoch tag, in whichever process
+    loads the item, so persistent worker processes follow the epochs of the main loop."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.epoch = dataset, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, i = key
+        if epoch != self.epoch and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+            self.epoch = epoch
+        return self.dataset[i]
+
+
 # ------------------------------------------------------------------ distributed
 @dataclass
 class DistInfo:
@@ -188,12 +219,13 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
+    # RNG states are CPU byte tensors, whatever map_location the checkpoint was read with
+    torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(("MT19937", n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     random.setstate((state["python"][1], tuple(state["python"][0]), None))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
 
 
 def save_checkpoint(path: str | Path, **state) -> Path:
@@ -241,6 +273,40 @@ def _to_device(x, device):
     return x
 
 
+def _tensors(x):
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _tensors(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _tensors(v)
+
+
+def _on_device(loader, device: torch.device):
+    """Yield the loader's batches on ``device``. On a GPU, batch k+1 is copied on a side
+    stream while batch k computes, so the host-to-device copy costs no step time."""
+    if device.type != "cuda":
+        for batch in loader:
+            yield _to_device(batch, device)
+        return
+    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def copy(batch):
+        with torch.cuda.stream(side):
+            return _to_device(batch, device)
+
+    it = iter(loader)
+    nxt = copy(next(it, None))
+    while nxt is not None:
+        main.wait_stream(side)
+        for t in _tensors(nxt):
+            t.record_stream(main)  # the allocator must not reuse it before the main stream is done
+        cur, nxt = nxt, copy(next(it, None))
+        yield cur
+
+
 def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig, out_dir: str | Path,
         val_fn: Callable[[nn.Module], dict[str, float]] | None = None, device: str | torch.device | None = None,
         resume: bool = True, shuffle: bool = True, step_fn: Callable | None = None,
@@ -272,12 +338,20 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
     net: nn.Module = model
     if info.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick its fastest kernels
     if cuda and cfg.compile:
         net = torch.compile(net)
 
     sampler = EpochSampler(len(dataset), cfg.seed, shuffle, info.rank, info.world)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=cuda, drop_last=False, persistent_workers=cfg.num_workers > 0)
+    # the epoch travels with each index, so persistent workers (started once) load the right
+    # epoch's samples: a dataset copied into a worker never sees the main process's set_epoch
+    loader = DataLoader(_EpochAware(dataset), batch_size=cfg.batch_size, sampler=_EpochTagged(sampler),
+                        num_workers=cfg.num_workers, pin_memory=cuda, drop_last=False,
+                        persistent_workers=cfg.num_workers > 0,
+                        # its own generator: the loader then takes nothing from the global RNG
+                        # (which drives dropout), with or without workers, resumed or not
+                        generator=torch.Generator().manual_seed(cfg.seed + info.rank))
     steps_per_epoch = len(loader)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(cfg, steps_per_epoch))
@@ -309,9 +383,8 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (cfg.progress and info.main))
         t_data = time.perf_counter()
-        for batch in loader:
+        for batch in _on_device(loader, device):
             wait += time.perf_counter() - t_data
-            batch = _to_device(batch, device)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                 if step_fn is not None:
@@ -326,13 +399,14 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
             scaler.update()
             sched.step()
             step += 1
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())  # no float() here: it would wait for the GPU every step
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if not bar.disable and (len(losses) % 10 == 1 or len(losses) == steps_per_epoch):
+                bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
             t_data = time.perf_counter()
         bar.close()
         row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
-               "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "train_loss": float(torch.stack(losses).double().mean()) if losses else float("nan"),
                "time_s": time.perf_counter() - t0, "data_wait_s": wait}
         if info.world > 1:
             t = torch.tensor([row["train_loss"]], device=device)

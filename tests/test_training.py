@@ -72,6 +72,17 @@ def test_resume_gives_identical_weights(tmp_path):
     assert np.allclose(a.log["train_loss"], b.log["train_loss"])
 
 
+def test_worker_processes_see_every_epoch(tmp_path):
+    """Loading in worker processes trains on the same samples as loading in-process: each
+    epoch's workers must see that epoch (persistent workers would replay epoch 0)."""
+    cfg = dict(epochs=3, batch_size=2, lr=2e-3, progress=False)
+    loss = DeepSupervision(region_loss(), (1.0, 0.5))
+    fit(_model(), loss, _data(), TrainConfig(**cfg), tmp_path / "a")
+    fit(_model(), loss, _data(), TrainConfig(**cfg, num_workers=2), tmp_path / "b")
+    wa, wb = load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
     script = tmp_path / "ddp.py"
