@@ -12,6 +12,23 @@ from . import bench_data, bench_inference, bench_metrics, bench_training
 from .report import merge
 
 
+def gpu_section(cuda_report, gpus: str) -> str:
+    """Point to the GPU run's report, quoting its throughput table, or say how to make one."""
+    how = ("`python -m benchmarks --device cuda` runs the inference and training sections with AMP and adds "
+           "NVIDIA's throughput table (final model, batch 2, 128^3, images per second; NVIDIA reports 27.5 img/s "
+           "training and 68.5 img/s inference on an A100) to `reports/benchmarks-cuda.md`.")
+    head = ["## GPU", ""]
+    if not cuda_report.exists():
+        return "\n".join(head + ["Not measured (device cpu" + ("; no GPU on this machine" if gpus == "none" else "")
+                                 + "). On a GPU machine " + how])
+    text = cuda_report.read_text()
+    run_line = next((ln for ln in text.splitlines() if ln.startswith("Run ")), "")
+    table = text.split("## Throughput", 1)[1].split("\n## ", 1)[0] if "## Throughput" in text else ""
+    table = "\n".join(ln for ln in table.splitlines() if ln.startswith("|"))
+    return "\n".join(head + [f"Measured on a GPU machine in a separate run, [benchmarks-cuda.md](benchmarks-cuda.md) "
+                             f"({run_line[4:].rstrip('.')}). Its throughput table:", "", table, "", how])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -50,12 +67,7 @@ def main() -> int:
     if a.device == "cuda":
         lines += [bench_training.run_gpu_throughput("cuda"), ""]
     else:
-        lines += ["## GPU", "",
-                  "Not measured in this run (device cpu" + ("; no GPU on this machine" if gpus == "none" else "") + "). "
-                  "On a GPU machine `python -m benchmarks --device cuda` runs the inference and training sections "
-                  "with AMP and adds NVIDIA's throughput table (final model, batch 2, 128^3, images per second; "
-                  "NVIDIA reports 27.5 img/s training and 68.5 img/s inference on an A100) to "
-                  "`reports/benchmarks-cuda.md`.", ""]
+        lines += [gpu_section(out.with_name("benchmarks-cuda.md"), gpus), ""]
     rerun = f" (re-run: {', '.join(sorted(new))})" if earlier else ""
     lines.append(f"Total benchmark time {time.perf_counter() - t0:.0f} s{rerun}; all targets met: {'yes' if ok else 'NO'}.")
     write_text(out, "\n".join(lines) + "\n")

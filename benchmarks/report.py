@@ -7,6 +7,7 @@ import re
 #: the heading each benchmark section starts with, by its ``--only`` name
 HEADINGS = {"metrics": "## Metrics", "inference": "## Inference", "training": "## Training", "data": "## Data"}
 _TOTAL = re.compile(r"^Total benchmark time .*all targets met: (yes|NO)\.$", re.M)
+_SECTION = re.compile(r"^Targets in this section met: (yes|NO)\.$", re.M)
 
 
 def split_sections(text: str) -> dict[str, str]:
@@ -26,6 +27,22 @@ def earlier_targets_met(text: str) -> bool:
     return bool(m) and m.group(1) == "yes"
 
 
+def section_verdict(md: str, passed: bool) -> str:
+    """A section's markdown with its verdict as its last line (read back by :func:`section_met`)."""
+    return f"{md.rstrip()}\n\nTargets in this section met: {'yes' if passed else 'NO'}."
+
+
+def section_met(section: str, earlier: str) -> bool:
+    """The verdict of a kept section: its own last line; for sections written before that line
+    existed, its table's 'target met' column, else the earlier report's overall verdict."""
+    m = _SECTION.search(section)
+    if m:
+        return m.group(1) == "yes"
+    if "target met" in section:
+        return "| NO |" not in section
+    return earlier_targets_met(earlier)
+
+
 def merge(new: dict[str, tuple[str, bool]], earlier: str | None, stamp: str) -> tuple[list[str], bool]:
     """Sections in the fixed order: re-run ones from ``new`` ({name: (markdown, passed)}), the
     others from the ``earlier`` report, each kept one marked as such. Returns (sections, all
@@ -35,11 +52,12 @@ def merge(new: dict[str, tuple[str, bool]], earlier: str | None, stamp: str) -> 
     for name in HEADINGS:
         if name in new:
             md, passed = new[name]
+            md = section_verdict(md, passed)
             if kept or earlier:
                 md = md.replace("\n", f"\n\n(Re-run {stamp}; other sections are from the earlier run.)\n", 1)
             out.append(md)
             ok &= passed
         elif name in kept:
             out.append(kept[name])
-            ok &= earlier_targets_met(earlier)
+            ok &= section_met(kept[name], earlier)
     return out, ok

@@ -55,5 +55,19 @@ def test_only_reruns_one_section_and_keeps_the_others():
     sections, ok = merge({"training": ("## Training: b\n\nnew training", False)}, earlier, "now")
     assert sections[0] == "## Metrics: a\n\nold metrics" and "new training" in sections[1]
     assert "Re-run now" in sections[1] and not ok
+    assert sections[1].endswith("Targets in this section met: NO.")
     fresh, ok = merge({"metrics": ("## Metrics: a\n\nm", True)}, None, "now")
-    assert fresh == ["## Metrics: a\n\nm"] and ok
+    assert fresh == ["## Metrics: a\n\nm\n\nTargets in this section met: yes."] and ok
+
+
+def test_a_kept_section_counts_with_its_own_verdict():
+    from benchmarks.report import merge
+
+    earlier = ("# B\n\n## Metrics: a\n\nm\n\nTargets in this section met: yes.\n\n"
+               "## Inference: i\n\n| size | target met |\n| --- | --- |\n| 64^3 | yes |\n\n"
+               "## Training: b\n\nold\n\nTargets in this section met: NO.\n\n"
+               "Total benchmark time 9 s; all targets met: NO.\n")
+    assert merge({"training": ("## Training: b\n\nnew", True)}, earlier, "now")[1]
+    assert not merge({"metrics": ("## Metrics: a\n\nm", True)}, earlier, "now")[1]
+    bad_inference = earlier.replace("| 64^3 | yes |", "| 64^3 | NO |")
+    assert not merge({"training": ("## Training: b\n\nnew", True)}, bad_inference, "now")[1]
