@@ -176,3 +176,54 @@ class AttentionR2UNetParams:
     amp: bool = True
     num_workers: int = 0
     progress: bool = True
+
+
+@schema("omnet_cga")
+class OMNetParams:
+    """OM-Net + CGA (Zhou et al., IEEE TIP 2020): data, network sizes, curriculum, inference."""
+
+    seed: int
+    #: phantom cases (ignored when ``data_dir`` is set)
+    phantom_cases: int
+    phantom_shape: list[int]
+    #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
+    splits: str
+    n_folds: int
+    folds: int
+    #: feature maps per level of the FusionNet backbone (paper 32, 64, 128, 256)
+    features: list[int]
+    #: training patch (paper 32 x 32 x 16) and the central block kept per tile (paper 20 x 20 x 5)
+    patch_size: list[int]
+    tile_centre: list[int]
+    #: patches per task per step (paper 20)
+    batch_size: int
+    steps_per_epoch: int
+    #: epochs of the curriculum's three steps (paper 1, 1, 18) and of each cascade network (20)
+    stage_epochs: list[int]
+    mc_epochs: int
+    lr: float
+    #: the learning rate is halved every this many epochs (paper 4)
+    lr_step_epochs: int
+    #: "sgd" (the paper: momentum 0.99) or "adam" (the cpu profile's few dozen steps)
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
+    #: kept centre of the tiles on real cases (None: tile_centre; the cpu profile keeps whole
+    #: patches there, a 240 x 240 x 155 case otherwise needs ~1800 tiles per network)
+    real_tile_centre: list[int] | None = None
+    #: post-processing: tau_VOL = min(tau_max, tau_fraction * V_max) (NOTES.md's guess 2000, 0.1)
+    #: and the per-component ET volume under which K-means may run (paper 1000)
+    tau_max: float = 2000
+    tau_fraction: float = 0.1
+    et_max_component: int = 1000
+    #: OM-Net + CGA* (Section V-C): fold models of OM-Net + CGA on this many extra folds,
+    #: ensembled on the held-out cases (0 = skip; paper 10)
+    ensemble_folds: int = 0
+    holdout_cases: int = 0
+    #: tiles per network call at inference
+    tile_batch: int = 8
+    data_dir: str | None = None
+    real_dir: str | None = "../shared/data/real"
+    real_cases: int = 1
+    amp: bool = True
+    num_workers: int = 0
+    progress: bool = True
