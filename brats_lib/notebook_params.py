@@ -204,6 +204,10 @@ class OMNetParams:
     lr: float
     #: the learning rate is halved every this many epochs (paper 4)
     lr_step_epochs: int
+    #: a curriculum stage (but the last) ends early when its newest task's epoch loss falls by less
+    #: than this fraction (the paper: "until the loss flattens"; 0 = exactly stage_epochs, which
+    #: were 1 and 1 in the paper's runs); the last stage takes the remaining epochs
+    plateau: float = 0.0
     #: "sgd" (the paper: momentum 0.99) or "adam" (the cpu profile's few dozen steps)
     optimizer: str = "sgd"
     weight_decay: float = 5e-4

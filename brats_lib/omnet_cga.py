@@ -11,7 +11,8 @@ Tumor Segmentation" (IEEE TIP 2020): the experiment pipeline, read beside Sectio
   voxels, only the central 20 x 20 x 5 predictions kept.
 * Section III-B, OM-Net - the three tasks in one network (:mod:`brats_lib.models.omnet`),
   each task's data concatenated along the batch and its features split back
-  (:class:`MultiTaskStep`); curriculum (task 1, then 1 + 2, then 1 + 2 + 3: ``stages``);
+  (:class:`MultiTaskStep`); curriculum (task 1, then 1 + 2, then 1 + 2 + 3, a stage ending after ``stage_epochs`` or earlier when
+  its newest task's loss flattens, :func:`flattened`);
   online data transfer (Ineq. 1-2: a Data-1 patch joins task 2 when >= 0.4 of its voxels
   are tumour; a Data-1 / Data-2 patch joins task 3 when >= 0.5 are core). One pass at
   inference, fused as MC (:func:`predict_one_pass`).
@@ -35,7 +36,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
-from torch.utils.data import Dataset
 
 from . import labels as L
 from . import models, postprocess
@@ -43,7 +43,7 @@ from . import preprocess as P
 from .data import LoadedCase
 from .inference import prepare_image
 from .models.omnet import CORE5, ED5, ET5, NCR5, NORMAL5, TUMOUR5
-from .sampling import random_patch
+from .sampling import EpochSeeded, random_patch
 from .training import FitResult, TrainConfig, fit, load_weights
 
 #: Section III-A geometry
@@ -162,7 +162,7 @@ def dilate(mask: np.ndarray, voxels: int) -> np.ndarray:
     return ndimage.distance_transform_edt(~mask) <= voxels
 
 
-class TaskPatches(Dataset):
+class TaskPatches(EpochSeeded):
     """Item ``i`` = one patch per task: ``(x1, y1, x2, y2, x3, y3)``, each y a 5-class label
     patch; patch t is centred on a random voxel of task t's region (brain / dilated
     tumour / core) of a random case that has one. Deterministic in (seed, epoch, i)."""
@@ -174,14 +174,8 @@ class TaskPatches(Dataset):
         self.having = [[k for k, c in enumerate(self.cases) if c.regions[t].any()] or list(range(len(self.cases)))
                        for t in range(3)]
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
     def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        rng = self.rng(i)
         out = []
         for t in range(3):
             c = self.cases[self.having[t][int(rng.integers(len(self.having[t])))]]
@@ -295,18 +289,38 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
     else:
         torch.manual_seed(seed)
         net = build(row.network, p)
-        if row.curriculum:   # Fig. 3: task 1, then 1 + 2, then 1 + 2 + 3, each stage resumed from the last
-            plan = [(list(range(k + 1)), int(sum(p.stage_epochs[: k + 1]))) for k in range(3)]
-        else:
-            plan = [([0, 1, 2], int(sum(p.stage_epochs)))]
-        res = None
-        for k, (tasks, until) in enumerate(plan):
-            step = MultiTaskStep(tasks, transfer=row.transfer, stage=k if row.curriculum else 2)
-            res = fit(net, loss_function(), ds, train_config(p, until), out_dir, device=device, step_fn=step)
+        total = int(sum(p.stage_epochs))
+        if not row.curriculum:
+            step = MultiTaskStep([0, 1, 2], transfer=row.transfer, stage=2)
+            res = fit(net, loss_function(), ds, train_config(p, total), out_dir, device=device, step_fn=step)
             hist += step.history
+        else:                # Fig. 3: task 1, then 1 + 2, then 1 + 2 + 3, each stage resumed from the last
+            done = 0
+            for k in range(3):
+                step = MultiTaskStep(list(range(k + 1)), transfer=row.transfer, stage=k)
+                longest = total - done if k == 2 else int(p.stage_epochs[k])
+                epoch_losses = []
+                for _ in range(longest):  # one epoch per call, to see the loss flatten
+                    seen = len(step.history)
+                    res = fit(net, loss_function(), ds, train_config(p, done + 1), out_dir, device=device, step_fn=step)
+                    done += 1
+                    epoch_losses.append(np.mean([h[f"task {k + 1}"] for h in step.history[seen:]]))
+                    if k < 2 and flattened(epoch_losses, p.plateau):
+                        break
+                hist += step.history
         nets.append(net.eval())
         logs.append(res.log)
     return Trained(nets, logs, pd.DataFrame(hist), time.time() - t0)
+
+
+def flattened(epoch_losses: Sequence[float], plateau: float) -> bool:
+    """The stage's end test ("until the loss curve displays a flattening trend"): the newest
+    task's mean loss over the last epoch fell by less than ``plateau`` (relative) from the
+    epoch before. ``plateau`` 0 never ends a stage early."""
+    if plateau <= 0 or len(epoch_losses) < 2:
+        return False
+    before, last = float(epoch_losses[-2]), float(epoch_losses[-1])
+    return (before - last) / max(abs(before), 1e-12) < plateau
 
 
 def load_trained(row: Row, p, out_dir: str | Path) -> list[nn.Module]:

@@ -65,7 +65,26 @@ def random_patch(image: np.ndarray, label: np.ndarray, patch: Sequence[int], rng
     return image[(slice(None),) + sl], label[sl]
 
 
-class PatchDataset(Dataset):
+class EpochSeeded(Dataset):
+    """Base of the training datasets: item ``i`` of epoch ``e`` draws its randomness from
+    :meth:`rng` = ``default_rng([seed, e, i])`` alone, so any item can be rebuilt exactly
+    (resume, worker processes). ``fit`` calls :meth:`set_epoch` each epoch."""
+
+    seed: int = 0
+    epoch: int = 0
+    n: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(i)])
+
+
+class PatchDataset(EpochSeeded):
     """``samples_per_epoch`` random patches from in-memory cases.
 
     ``cases``: list of (image (C, H, W, D) float32, label (H, W, D) canonical uint8).
@@ -81,14 +100,8 @@ class PatchDataset(Dataset):
         self.n, self.fg_prob, self.target = int(samples_per_epoch), float(fg_prob), target
         self.transform, self.seed, self.epoch = transform, int(seed), 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
     def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        rng = self.rng(i)
         image, label = self.cases[int(rng.integers(len(self.cases)))]
         img, lab = random_patch(image, label, self.patch, rng, self.fg_prob)
         if self.transform is not None:
@@ -96,7 +109,7 @@ class PatchDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)), encode_target(np.ascontiguousarray(lab), self.target)
 
 
-class SliceDataset(Dataset):
+class SliceDataset(EpochSeeded):
     """Axial 2D slices (last axis) of in-memory cases, for 2D networks.
 
     ``only_brain`` drops slices without brain; ``crop`` = (h, w) centre-crops or pads
@@ -113,12 +126,7 @@ class SliceDataset(Dataset):
         for ci, (img, _) in enumerate(self.cases):
             keep = np.any(img != 0, axis=(0, 1, 2)) if only_brain else np.ones(img.shape[-1], bool)
             self.index += [(ci, int(z)) for z in np.flatnonzero(keep)]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.index)
+        self.n = len(self.index)
 
     def __getitem__(self, i: int):
         ci, z = self.index[int(i)]
@@ -126,7 +134,7 @@ class SliceDataset(Dataset):
         if self.crop is not None:
             img, lab = center_crop_2d(img, self.crop), center_crop_2d(lab, self.crop)
         if self.transform is not None:
-            img, lab = self.transform(img, lab, np.random.default_rng([self.seed, self.epoch, int(i)]))
+            img, lab = self.transform(img, lab, self.rng(i))
         return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)), encode_target(np.ascontiguousarray(lab), self.target)
 
 

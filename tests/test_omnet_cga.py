@@ -79,9 +79,11 @@ def pn_(pt):
 def test_no_gradient_flows_through_the_guidance():
     cga = CGA(4, 2, CORE5)
     f = torch.rand(1, 4, 3, 3, 3, requires_grad=True)
-    p = torch.softmax(torch.randn(1, 5, 3, 3, 3, requires_grad=True), 1)
-    cga(f, p).sum().backward()
-    assert f.grad is not None and p.grad is None
+    logits = torch.randn(1, 5, 3, 3, 3, requires_grad=True)
+    cga(f, torch.softmax(logits, 1)).sum().backward()
+    assert f.grad is not None and logits.grad is None
+    torch.softmax(logits, 1).sum().backward()  # the leaf does collect a gradient when one flows
+    assert logits.grad is not None
 
 
 # ------------------------------------------------------------------ data and the training step
@@ -164,6 +166,17 @@ def test_curriculum_trains_stage_by_stage(task_cases, tmp_path):
     assert len(mc.nets) == 3 and mc.nets[2].classes == (2,)
     again = OM.load_trained(OM.ROWS["MC3"], P_TEST, tmp_path / "mc")
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for a, b in zip(mc.nets, again) for k in a.state_dict())
+
+
+def test_a_stage_ends_when_its_loss_flattens(task_cases, tmp_path):
+    import dataclasses
+
+    assert OM.flattened([1.0, 0.95], 0.1) and not OM.flattened([1.0, 0.8], 0.1) and not OM.flattened([1.0, 1.0], 0)
+    p = dataclasses.replace(P_TEST, stage_epochs=[3, 3, 1], plateau=1.0)  # any epoch after the first "flattens"
+    h = OM.train_row(OM.ROWS["OM-Net"], task_cases, p, tmp_path / "early", seed=0).history
+    assert list(h["stage"]) == [0, 0, 1, 1, 2, 2, 2]  # stages of 2, 2, then the remaining 3 of 7 epochs
+    fixed = OM.train_row(OM.ROWS["OM-Net"], task_cases, dataclasses.replace(p, plateau=0.0), tmp_path / "fixed", seed=0)
+    assert list(fixed.history["stage"]) == [0, 0, 0, 1, 1, 1, 2]
 
 
 # ------------------------------------------------------------------ inference
