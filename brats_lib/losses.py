@@ -1,7 +1,7 @@
 """Losses shared by the papers (MONAI implementations) and deep-supervision weighting.
 
 * Region-based (three sigmoid channels WT, TC, ET): Dice + BCE, per region, summed.
-* Label-based (softmax over classes): Dice + cross-entropy.
+* Label-based (softmax over classes): Dice + cross-entropy, or Dice alone.
 * Deep supervision: a list of outputs (main first) weighted and summed.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceFocalLoss, GeneralizedDiceLoss
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, GeneralizedDiceLoss
 
 
 class GeneralizedDiceBCE(nn.Module):
@@ -38,17 +38,28 @@ def region_loss(kind: str = "dice_bce", batch_dice: bool = True) -> nn.Module:
     raise ValueError(f"unknown region loss {kind!r}; expected 'dice_bce', 'dice_focal' or 'gdl_bce'")
 
 
+class ClassIndexTarget(nn.Module):
+    """Lets a MONAI one-hot loss take class-index targets (B, ...) as well as (B, 1, ...)."""
+
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, logits, target):
+        if target.ndim == logits.ndim - 1:
+            target = target.unsqueeze(1)
+        return self.loss(logits, target)
+
+
 def label_loss(batch_dice: bool = False) -> nn.Module:
     """Softmax Dice + cross-entropy; targets are class indices (B, ...) or (B, 1, ...)."""
-    inner = DiceCELoss(softmax=True, to_onehot_y=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)
+    return ClassIndexTarget(DiceCELoss(softmax=True, to_onehot_y=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5))
 
-    class _LabelLoss(nn.Module):
-        def forward(self, logits, target):
-            if target.ndim == logits.ndim - 1:
-                target = target.unsqueeze(1)
-            return inner(logits, target)
 
-    return _LabelLoss()
+def label_dice_loss(include_background: bool = False, batch_dice: bool = False) -> nn.Module:
+    """Softmax Dice alone (V-Net's DSC loss, mean over classes), class-index targets."""
+    return ClassIndexTarget(DiceLoss(softmax=True, to_onehot_y=True, include_background=include_background,
+                                     batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5))
 
 
 class DeepSupervision(nn.Module):

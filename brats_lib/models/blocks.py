@@ -2,6 +2,7 @@
 
 * :class:`DropBlock3D` - DropBlock (Ghiasi et al., NeurIPS 2018) for 3D feature maps.
 * :func:`kaiming_init` - Kaiming (He et al., ICCV 2015) initialisation of convolutions.
+* :class:`CBAM` - convolutional block attention (Woo et al., ECCV 2018), 2D or 3D.
 """
 from __future__ import annotations
 
@@ -54,3 +55,22 @@ def kaiming_init(module: nn.Module, negative_slope: float = 0.01) -> nn.Module:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
+
+
+class CBAM(nn.Module):
+    """Convolutional block attention module (Woo et al., ECCV 2018): channel attention
+    (a shared MLP on the average- and max-pooled features, sigmoid of their sum), then
+    spatial attention (a ``kernel``-wide conv over the channel-wise mean and max, sigmoid),
+    each multiplied into the features. Works on 2D or 3D maps; shapes are kept."""
+
+    def __init__(self, channels: int, reduction: int = 4, kernel: int = 7, spatial_dims: int = 3):
+        super().__init__()
+        Conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        hidden = max(channels // reduction, 1)
+        self.mlp = nn.Sequential(Conv(channels, hidden, 1), nn.ReLU(inplace=True), Conv(hidden, channels, 1))
+        self.spatial = Conv(2, 1, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, x.ndim))
+        x = x * torch.sigmoid(self.mlp(x.mean(dims, keepdim=True)) + self.mlp(x.amax(dims, keepdim=True)))
+        return x * torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
