@@ -4,11 +4,14 @@ Each notebook has a schema, a dataclass registered here with :func:`schema`. Loa
 a profile reads the YAML with ``yaml.safe_load`` (no code execution) and checks it
 against the schema: an unknown key, a value of the wrong type or a missing required
 value raises :class:`ParamsError` naming the file and the key. Nothing in a
-parameter file is ever evaluated.
+parameter file is ever evaluated, and a value that names a file the notebook writes
+(type :class:`FileName`) must be a plain name, so no parameter can point a write
+outside the folder it belongs in.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -25,6 +28,21 @@ _SCHEMAS: dict[str, type] = {}
 
 class ParamsError(ValueError):
     """A parameter file does not fit its notebook's schema."""
+
+
+class FileName(str):
+    """Schema type of a value used as a file name inside a fixed folder (a split file's
+    name, say): letters, digits, ``.``, ``_`` and ``-``, not starting with a dot, so it
+    can neither climb out of its folder (``../``) nor name a sub-folder."""
+
+    PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+    @classmethod
+    def check(cls, value: str, where: str = "file name") -> str:
+        if not isinstance(value, str) or not cls.PATTERN.fullmatch(value):
+            raise ParamsError(f"{where}: {value!r} must be a plain file name (letters, digits, '.', '_', '-'; "
+                              "no '/' and no leading dot)")
+        return value
 
 
 def schema(notebook: str):
@@ -76,6 +94,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ParamsError(f"{where}: expected a number, got {value!r}")
+    if tp is FileName:
+        return FileName.check(value, where)
     if tp is str:
         if isinstance(value, str):
             return value

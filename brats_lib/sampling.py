@@ -183,10 +183,12 @@ def read_splits(path: str | Path) -> list[dict[str, list[str]]]:
 
 
 def splits_path(name: str) -> Path:
-    """Where the shared split file ``name`` lives: ``params/splits/<name>.json``."""
+    """Where the shared split file ``name`` lives: ``params/splits/<name>.json``; ``name``
+    must be a plain file name (it comes from a parameter file and the file may be written)."""
+    from .params import FileName
     from .report import REPO_ROOT
 
-    return REPO_ROOT / "params" / "splits" / f"{name}.json"
+    return REPO_ROOT / "params" / "splits" / f"{FileName.check(name, 'split file name')}.json"
 
 
 def load_or_create_splits(path: str | Path, case_ids: Sequence[str], n_folds: int, seed: int = 0):
