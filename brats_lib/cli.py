@@ -5,8 +5,8 @@ Subcommands::
     phantoms   --out DIR --cases N --seed S [--shape X Y Z]
     evaluate   --pred P --ref R [--out CSV] [--labels brats2021|brats2023|msd] [--json]
     complexity NAME [--patch X Y Z] [--in-channels C] [--json] | --list
-    run        NOTEBOOK --profile {test,cpu,full} [--data DIR] [--out DIR]
-    reproduce  --profile P [--data DIR]
+    run        NOTEBOOK --profile {test,cpu,full} [--data DIR] [--out DIR] [--quiet]
+    reproduce  [NOTEBOOK ...] --profile P [--data DIR] [--force] [--jobs N]
     predict    --checkpoint CKPT --case DIR --out FILE.nii.gz [--tta N] [--labels CONVENTION]
 """
 from __future__ import annotations
@@ -144,17 +144,21 @@ def _cmd_predict(a) -> int:
 def _cmd_run(a) -> int:
     from .runner import run_notebook
 
-    r = run_notebook(a.notebook, a.profile, a.data, a.out)
-    print(f"{a.notebook}: {'ok' if r.ok else 'FAILED: ' + str(r.error)} in {r.wall_time_s:.0f} s -> {r.output}")
+    r = run_notebook(a.notebook, a.profile, a.data, a.out, progress=not a.quiet)
+    print(f"{r.notebook}: {'ok' if r.ok else 'FAILED: ' + str(r.error)} in {r.wall_time_s:.0f} s -> {r.output}")
     return 0 if r.ok else 1
 
 
 def _cmd_reproduce(a) -> int:
     from .runner import reproduce
 
-    results = reproduce(a.profile, a.data)
+    if a.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
+    results = reproduce(a.profile, a.data, names=a.notebooks or None, force=a.force, jobs=a.jobs)
     failed = [r.notebook for r in results if not r.ok]
-    print(f"{len(results) - len(failed)} of {len(results)} notebooks ok" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    skipped = sum(r.skipped for r in results)
+    print(f"{len(results) - len(failed)} of {len(results)} notebooks ok" + (f" ({skipped} current, skipped)" if skipped else "")
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 
@@ -186,10 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_complexity)
 
     s = sub.add_parser("run", help="execute one notebook with papermill into reports/<notebook>/")
-    s.add_argument("notebook")
+    s.add_argument("notebook", help="a name from notebooks/, or the path of any .ipynb file")
     s.add_argument("--profile", choices=("test", "cpu", "full"), default="cpu")
     s.add_argument("--data", help="a real BraTS folder for every data-driven step")
     s.add_argument("--out", help="output folder (default reports/<notebook>)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("predict", help="segment one case with a trained predictor file")
@@ -201,9 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label convention of the output (default: the input dataset's)")
     s.set_defaults(func=_cmd_predict)
 
-    s = sub.add_parser("reproduce", help="execute every notebook into reports/")
+    s = sub.add_parser("reproduce", help="execute every notebook into reports/ (current reports are skipped)")
+    s.add_argument("notebooks", nargs="*", help="only these notebooks (default: all, primer first, comparison last)")
     s.add_argument("--profile", choices=("test", "cpu", "full"), default="cpu")
     s.add_argument("--data", help="a real BraTS folder for every data-driven step")
+    s.add_argument("--force", action="store_true", help="re-run notebooks whose report is current")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="notebooks run in parallel, one GPU each (comparison waits for the others)")
     s.set_defaults(func=_cmd_reproduce)
     return p
 

@@ -4,14 +4,26 @@
 all (the primer first, the comparison last). A failing notebook is recorded with its
 error and the others still run; the executed copy is written to a temporary file and
 renamed, so a report notebook is never half-written.
+
+The parameter file is validated before anything is executed or written. A finished
+run leaves ``run.json`` beside its report: the profile and a fingerprint of what
+the report depends on (the package's code, the notebook, its parameter file, the data
+folder's file list). ``reproduce`` skips a notebook whose ``run.json`` matches (unless
+``force``), so a batch that was interrupted continues where it stopped; the stamp is
+removed before a notebook starts, so a half-run report is never taken as current.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import queue
+import subprocess
+import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +32,8 @@ from .report import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 REPORTS_DIR = REPO_ROOT / "reports"
+PARAMS_DIR = REPO_ROOT / "params"
+REAL_DIR = REPO_ROOT.parent / "shared" / "data" / "real"  # the notebooks' default ``real_dir``
 
 
 def notebook_names() -> list[str]:
@@ -36,20 +50,96 @@ class RunResult:
     wall_time_s: float
     output: Path
     error: str | None = None
+    skipped: bool = False
+
+
+STAMP = "run.json"
+
+
+def _hash_files(paths: list[Path], root: Path | None = None) -> str:
+    """One hash over the files' names (relative to ``root``, else bare) and contents."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        label = str(path.relative_to(root)) if root else path.name
+        h.update(label.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _source(notebook: str | Path) -> Path:
+    """``notebooks/<name>.ipynb``, or ``notebook`` itself when it is a path to an .ipynb file."""
+    return Path(notebook) if str(notebook).endswith(".ipynb") else NOTEBOOK_DIR / f"{notebook}.ipynb"
+
+
+def _folder_listing(folder: str | Path | None) -> str | None:
+    """Relative names and sizes of the files under ``folder`` (None when absent): cheap,
+    and the same on every machine holding the same data."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder)}\0{path.stat().st_size}\0".encode())
+    return h.hexdigest()
+
+
+def fingerprint(notebook: str | Path, profile: str, data_dir: str | None = None,
+                extra_parameters: dict | None = None) -> dict:
+    """What a report of ``notebook`` under ``profile`` depends on: the package code and
+    packaging, the notebook, its parameter profile, the data folder and the real-case
+    folder the notebooks look at (file names and sizes)."""
+    src = _source(notebook)
+    code = [p for p in (REPO_ROOT / "brats_lib").rglob("*.py")] + [REPO_ROOT / "pyproject.toml"]
+    own = [p for p in [src, PARAMS_DIR / src.stem / f"{profile}.yaml"] if p.exists()]
+    return {"profile": profile,
+            "code": _hash_files([p for p in code if p.exists()], REPO_ROOT),
+            "notebook": _hash_files(own),
+            "data": _folder_listing(data_dir) if data_dir else "phantoms",
+            "real": _folder_listing(REAL_DIR),
+            "parameters": json.dumps(extra_parameters or {}, sort_keys=True, default=str)}
+
+
+def is_current(name: str, profile: str, data_dir: str | None = None, out_dir: str | Path | None = None,
+               extra_parameters: dict | None = None) -> bool:
+    """True when ``out_dir`` (default ``reports/<name>``) holds a finished report made
+    from the same code, notebook, parameters and data."""
+    out_dir = Path(out_dir) if out_dir is not None else REPORTS_DIR / name
+    stamp = out_dir / STAMP
+    if not stamp.exists() or not (out_dir / f"{name}.ipynb").exists():
+        return False
+    try:
+        done = json.loads(stamp.read_text())
+    except ValueError:
+        return False
+    return done.get("fingerprint") == fingerprint(_source(name), profile, data_dir, extra_parameters)
+
+
+def _validate_parameters(name: str, profile: str, data_dir: str | None) -> None:
+    """Check the notebook's parameter file before anything runs (a notebook without a
+    parameter folder has nothing to check)."""
+    from . import params
+
+    if (PARAMS_DIR / name).is_dir():
+        params.load(name, profile, params_dir=PARAMS_DIR, data_dir=data_dir)
 
 
 def run_notebook(name: str, profile: str = "cpu", data_dir: str | None = None, out_dir: str | Path | None = None,
                  progress: bool = True, extra_parameters: dict | None = None) -> RunResult:
-    """Execute ``notebooks/<name>.ipynb`` with ``profile``; outputs under ``out_dir``
+    """Execute ``notebooks/<name>.ipynb`` (or ``name`` itself when it is a path to an
+    ``.ipynb`` file) with ``profile``; outputs under ``out_dir``
     (default ``reports/<name>``). Returns a :class:`RunResult` (never raises for a
-    failing notebook; raises for a notebook that does not exist)."""
+    failing notebook; raises for a notebook that does not exist and, before anything is
+    written, for a parameter file that does not fit its schema)."""
     import papermill as pm
 
-    src = NOTEBOOK_DIR / f"{name}.ipynb"
+    src = _source(name)
+    name = src.stem
     if not src.exists():
         raise FileNotFoundError(f"no notebook {src}; available: {', '.join(notebook_names())}")
+    _validate_parameters(name, profile, data_dir)
+    stamp = fingerprint(src, profile, data_dir, extra_parameters)
     out_dir = Path(out_dir) if out_dir is not None else REPORTS_DIR / name
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / STAMP).unlink(missing_ok=True)  # from here on the folder is not a finished report
     target = out_dir / f"{name}.ipynb"
     params = {"profile": profile, "data_dir": data_dir, "output_dir": str(out_dir.resolve())}
     params.update(extra_parameters or {})
@@ -76,30 +166,125 @@ def run_notebook(name: str, profile: str = "cpu", data_dir: str | None = None, o
     finally:
         pm_logger.removeHandler(handler)
         handler.close()
+    wall = time.perf_counter() - t0
     if error is None:
         (out_dir / "error.txt").unlink(missing_ok=True)
         (out_dir / f"{name}.failed.ipynb").unlink(missing_ok=True)
-    return RunResult(name, profile, error is None, time.perf_counter() - t0, target, error)
+        write_text(out_dir / STAMP, json.dumps({"notebook": name, "wall_time_s": round(wall, 1),
+                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                "fingerprint": stamp}, indent=1) + "\n")
+    return RunResult(name, profile, error is None, wall, target, error)
+
+
+def _run_in_subprocess(name: str, profile: str, data_dir: str | None, out_dir: Path, gpu: int | None) -> RunResult:
+    """``python -m brats_lib run`` in a child process pinned to one GPU (``--jobs``)."""
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    cmd = [sys.executable, "-m", "brats_lib", "run", str(NOTEBOOK_DIR / f"{name}.ipynb"), "--profile", profile, "--out", str(out_dir), "--quiet"]
+    if data_dir:
+        cmd += ["--data", str(data_dir)]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    error = None
+    if r.returncode != 0:
+        lines = [ln for ln in (r.stderr + r.stdout).strip().splitlines() if ln.strip()]
+        error = lines[-1] if lines else f"exit code {r.returncode}"
+    return RunResult(name, profile, r.returncode == 0, time.perf_counter() - t0, out_dir / f"{name}.ipynb", error)
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # pragma: no cover - torch is a dependency; be safe anyway
+        return 0
 
 
 def reproduce(profile: str = "cpu", data_dir: str | None = None, names: list[str] | None = None,
-              reports_dir: str | Path | None = None) -> list[RunResult]:
-    """Run every notebook (or ``names``) in order; print a summary; never stop early."""
+              reports_dir: str | Path | None = None, force: bool = False, jobs: int = 1) -> list[RunResult]:
+    """Run every notebook (or ``names``) in order; print a summary; never stop early.
+
+    A notebook whose report is current (see :func:`is_current`) is skipped unless
+    ``force``. With ``jobs`` > 1 the notebooks before ``comparison`` run in parallel,
+    each in its own process pinned to one GPU (GPU ``i % count``; none on a CPU machine),
+    and ``comparison``, which reads their checkpoints, runs after them.
+    """
     names = names or notebook_names()
-    results = []
-    for i, name in enumerate(names, 1):
-        print(f"[{i}/{len(names)}] {name} ({profile}) ...", flush=True)
-        out = Path(reports_dir) / name if reports_dir else None
-        r = run_notebook(name, profile, data_dir, out)
+    for name in names:  # every parameter file is checked before the first notebook starts
+        if (NOTEBOOK_DIR / f"{name}.ipynb").exists():
+            _validate_parameters(name, profile, data_dir)
+    root = Path(reports_dir) if reports_dir else REPORTS_DIR
+    n, results = len(names), {}
+
+    def one(i: int, name: str, gpu: int | None = None, child: bool = False) -> RunResult:
+        out = root / name
+        if not force and is_current(name, profile, data_dir, out):
+            done = json.loads((out / STAMP).read_text())
+            r = RunResult(name, profile, True, float(done.get("wall_time_s", 0.0)), out / f"{name}.ipynb", skipped=True)
+            print(f"[{i}/{n}] {name}: skipped, its report is current (run with --force to redo it)", flush=True)
+            return r
+        print(f"[{i}/{n}] {name} ({profile}) ... log: {out / 'run.log'}", flush=True)
+        r = _run_in_subprocess(name, profile, data_dir, out, gpu) if child else run_notebook(name, profile, data_dir, out)
         status = "ok" if r.ok else f"FAILED: {r.error}"
-        print(f"[{i}/{len(names)}] {name}: {status} in {r.wall_time_s:.0f} s -> {r.output.parent}", flush=True)
-        results.append(r)
-    write_index(results, Path(reports_dir) if reports_dir else REPORTS_DIR)
-    return results
+        print(f"[{i}/{n}] {name}: {status} in {r.wall_time_s:.0f} s -> {out}", flush=True)
+        return r
+
+    if jobs > 1:
+        parallel = [nm for nm in names if nm != "comparison"]
+        gpus = _gpu_count()
+        slots: queue.Queue[int] = queue.Queue()
+        for k in range(jobs):
+            slots.put(k)
+
+        def in_slot(nm: str) -> RunResult:
+            k = slots.get()  # a free slot: no two running notebooks share a GPU (with >= jobs GPUs)
+            try:
+                return one(names.index(nm) + 1, nm, k % gpus if gpus else None, True)
+            finally:
+                slots.put(k)
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {nm: pool.submit(in_slot, nm) for nm in parallel}
+            results.update({nm: f.result() for nm, f in futures.items()})
+    for i, name in enumerate(names, 1):
+        if name not in results:
+            results[name] = one(i, name)
+    ordered = [results[nm] for nm in names]
+    write_index(ordered, root)
+    return ordered
+
+
+#: the table each report leads with (``tables/<name>.md``), shown in ``reports/README.md``
+HEADLINES = {"00_data_and_metrics": "empty_region_rules", "optimized_unet": "table1", "hnfnetv2": "table1",
+             "attention_r2unet_mtds": "claims", "omnet_cga": "table1_claims", "cross_modality": "claims",
+             "comparison": "summary"}
+
+#: a suggested order for a course, with what each notebook teaches
+COURSE = [
+    ("00_data_and_metrics", "the BraTS task: modalities, labels vs regions, Dice and HD95 and their empty-region rules"),
+    ("optimized_unet", "a strong 3D U-Net baseline and how to run an ablation honestly (folds, CIs, paired tests)"),
+    ("hnfnetv2", "multi-scale fusion and attention (EMA, SDE blocks); checking a model against a paper's sizes"),
+    ("attention_r2unet_mtds", "2D models on slices, attention gates and multi-task deep supervision"),
+    ("omnet_cga", "one network for several tasks: curriculum learning and cross-task guided attention"),
+    ("cross_modality", "self-supervised pre-training across modalities (CycleGAN) and mask-guided fusion"),
+    ("comparison", "the five papers on the same folds: ranking, significance and the cost of accuracy"),
+]
 
 
 def write_index(results: list[RunResult], reports_dir: Path) -> Path:
-    """``reports/README.md``: one line per notebook, rendered from the run and its manifest."""
+    """``reports/README.md`` rendered from the runs and their manifests: one line per
+    notebook (status, profile, data source, hardware, wall time, commit), a suggested
+    course order, then each report's headline table. Notebooks not in ``results`` but
+    with a finished report (``run.json``) under ``reports_dir`` are listed from it."""
+    ran = {r.notebook for r in results}
+    for name in notebook_names():
+        stamp = reports_dir / name / STAMP
+        if name not in ran and stamp.exists():
+            done = json.loads(stamp.read_text())
+            results = results + [RunResult(name, done["fingerprint"]["profile"], True, float(done["wall_time_s"]),
+                                           reports_dir / name / f"{name}.ipynb", skipped=True)]
     lines = ["# Reports", "", "Rendered by `python -m brats_lib reproduce`; every number comes from the run listed here.", "",
              "| notebook | status | profile | data source | hardware | wall time (s) | commit |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -108,8 +293,17 @@ def write_index(results: list[RunResult], reports_dir: Path) -> Path:
         man = json.loads(man_path.read_text()) if man_path.exists() else {}
         hw = man.get("hardware", {})
         hw_s = ", ".join(hw.get("gpus", [])) or f"{hw.get('cpu_count', '?')} CPU cores" if hw else "?"
-        status = "ok" if r.ok else f"failed: {r.error}"
+        status = ("ok (earlier run)" if r.skipped else "ok") if r.ok else f"failed: {r.error}"
         rel = r.output.relative_to(reports_dir) if r.output.is_relative_to(reports_dir) else r.output
         lines.append(f"| [{r.notebook}]({rel}) | {status} | {r.profile} | {man.get('data_source', '?')} | {hw_s} | "
                      f"{r.wall_time_s:.0f} | {str(man.get('git_commit', '?'))[:12]} |")
+    names = [r.notebook for r in results]
+    course = [(n, what) for n, what in COURSE if n in names]
+    if course:
+        lines += ["", "## A course through the notebooks", ""]
+        lines += [f"{i}. [{n}]({n}/{n}.ipynb): {what}" for i, (n, what) in enumerate(course, 1)]
+    for r in results:
+        table = r.output.parent / "tables" / f"{HEADLINES.get(r.notebook, '')}.md"
+        if r.ok and r.notebook in HEADLINES and table.exists():
+            lines += ["", f"## {r.notebook}: `{table.stem}`", "", table.read_text().rstrip()]
     return write_text(reports_dir / "README.md", "\n".join(lines) + "\n")
