@@ -56,3 +56,25 @@ def run_full_profile(notebook: str, data_dir: Path, out_dir: Path, overrides: di
     man = json.loads((Path(out_dir) / "manifest.json").read_text())
     assert man["profile"] == "full" and str(data_dir) in man["data_source"]
     return man
+
+
+_TEST_PROFILE_RUNS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def test_profile_report(tmp_path_factory):
+    """``test_profile_report(notebook)`` -> the report folder of ``notebook`` executed
+    under its ``test`` profile, run at most once per session (the notebook's own test
+    checks its tables; the determinism test runs it a second time and compares)."""
+    from brats_lib import runner
+
+    def report(notebook: str) -> Path:
+        if notebook not in _TEST_PROFILE_RUNS:
+            out = tmp_path_factory.mktemp(f"{notebook}-test-profile")
+            r = runner.run_notebook(notebook, "test", out_dir=out, progress=False)
+            error = (out / "error.txt").read_text() if (out / "error.txt").exists() else r.error
+            assert r.ok, error
+            _TEST_PROFILE_RUNS[notebook] = out
+        return _TEST_PROFILE_RUNS[notebook]
+
+    return report

@@ -154,9 +154,8 @@ def test_training_settings_are_the_papers():
 
 
 @pytest.mark.slow
-def test_notebook_under_test_profile(tmp_path):
-    r = runner.run_notebook("attention_r2unet_mtds", "test", out_dir=tmp_path, progress=False)
-    assert r.ok, r.error
+def test_notebook_under_test_profile(test_profile_report):
+    tmp_path = test_profile_report("attention_r2unet_mtds")  # run once per session, shared with the determinism test
     tables = tmp_path / "tables"
     for t in ("model_sizes", "per_case", "table1", "table3", "table4", "table6", "claims"):
         assert (tables / f"{t}.csv").exists(), t

@@ -243,9 +243,8 @@ def test_networks_trained_on_the_cpu_predict_on_the_gpu():
 
 # ------------------------------------------------------------------ the notebook
 @pytest.mark.slow
-def test_notebook_test_profile_runs(tmp_path):
-    r = runner.run_notebook("cross_modality", "test", out_dir=tmp_path, progress=False)
-    assert r.ok, r.error
+def test_notebook_test_profile_runs(test_profile_report):
+    tmp_path = test_profile_report("cross_modality")  # run once per session, shared with the determinism test
     for name in ("table2", "table4"):
         t = pd.read_csv(tmp_path / "tables" / f"{name}.csv", index_col=0)
         assert list(t.index) == [r.label for r in CM.TABLE_ROWS]

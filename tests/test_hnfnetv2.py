@@ -233,9 +233,8 @@ def test_predictor_file_keeps_the_inference_settings(tmp_path, phantom_root):
 
 # ------------------------------------------------------------------ the notebook
 @pytest.mark.slow
-def test_notebook_under_test_profile(tmp_path):
-    r = runner.run_notebook("hnfnetv2", "test", out_dir=tmp_path, progress=False)
-    assert r.ok, r.error
+def test_notebook_under_test_profile(test_profile_report):
+    tmp_path = test_profile_report("hnfnetv2")  # run once per session, shared with the determinism test
     tables = tmp_path / "tables"
     for t in ("model_sizes", "architecture", "per_case", "table1", "table1_per_region", "table1_claims", "table2_3",
               "ensemble_per_case"):

@@ -20,9 +20,8 @@ def test_committed_without_outputs_and_parameterised(path):
 
 
 @pytest.mark.slow
-def test_primer_runs_under_test_profile(tmp_path):
-    r = runner.run_notebook("00_data_and_metrics", "test", out_dir=tmp_path, progress=False)
-    assert r.ok, (tmp_path / "error.txt").read_text() if (tmp_path / "error.txt").exists() else r.error
+def test_primer_runs_under_test_profile(test_profile_report):
+    tmp_path = test_profile_report("00_data_and_metrics")  # run once per session, shared with the determinism test
     man = json.loads((tmp_path / "manifest.json").read_text())
     assert man["profile"] == "test" and man["git_commit"] and man["versions"]["torch"].startswith("2.13")
     for t in ("phantom_volumes", "contrast_calibration", "empty_region_rules", "example_scores", "hd95_libraries"):

@@ -255,9 +255,8 @@ def test_postprocessing_removes_small_components_and_relabels_dark_oedema():
 
 # ------------------------------------------------------------------ the notebook
 @pytest.mark.slow
-def test_notebook_test_profile_runs(tmp_path):
-    r = runner.run_notebook("omnet_cga", "test", out_dir=tmp_path, progress=False)
-    assert r.ok, r.error
+def test_notebook_test_profile_runs(test_profile_report):
+    tmp_path = test_profile_report("omnet_cga")  # run once per session, shared with the determinism test
     t1 = pd.read_csv(tmp_path / "tables" / "table1.csv", index_col=0)
     assert list(t1.index) == [r.label for r in OM.TABLE1_ROWS]
     assert t1.loc["OM-Net", "Dice WT (paper)"] == pytest.approx(91.10)

@@ -234,9 +234,8 @@ def test_predict_cli_bad_input(predictor, tmp_path, phantom_root, capsys):
 
 # ------------------------------------------------------------------ the notebook
 @pytest.mark.slow
-def test_notebook_under_test_profile(tmp_path):
-    r = runner.run_notebook("optimized_unet", "test", out_dir=tmp_path, progress=False)
-    assert r.ok, r.error
+def test_notebook_under_test_profile(test_profile_report):
+    tmp_path = test_profile_report("optimized_unet")  # run once per session, shared with the determinism test
     tables = tmp_path / "tables"
     for t in ("table1", "table2", "table3", "table4", "table1_per_region", "threshold_grid", "min_total_search",
               "model_sizes", "per_case"):
