@@ -280,11 +280,20 @@ def write_index(results: list[RunResult], reports_dir: Path) -> Path:
     with a finished report (``run.json``) under ``reports_dir`` are listed from it."""
     ran = {r.notebook for r in results}
     for name in notebook_names():
-        stamp = reports_dir / name / STAMP
-        if name not in ran and stamp.exists():
+        stamp, man = reports_dir / name / STAMP, reports_dir / name / "manifest.json"
+        if name in ran or not (reports_dir / name / f"{name}.ipynb").exists():
+            continue
+        if stamp.exists():
             done = json.loads(stamp.read_text())
-            results = results + [RunResult(name, done["fingerprint"]["profile"], True, float(done["wall_time_s"]),
-                                           reports_dir / name / f"{name}.ipynb", skipped=True)]
+            profile, wall = done["fingerprint"]["profile"], float(done["wall_time_s"])
+        elif man.exists():  # a report executed before run.json existed: listed from its manifest
+            done = json.loads(man.read_text())
+            profile, wall = done.get("profile", "?"), float(done.get("wall_time_s") or 0.0)
+        else:
+            continue
+        results = results + [RunResult(name, profile, True, wall, reports_dir / name / f"{name}.ipynb", skipped=True)]
+    order = {n: i for i, n in enumerate(notebook_names())}
+    results = sorted(results, key=lambda r: order.get(r.notebook, len(order)))
     lines = ["# Reports", "", "Rendered by `python -m brats_lib reproduce`; every number comes from the run listed here.", "",
              "| notebook | status | profile | data source | hardware | wall time (s) | commit |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
