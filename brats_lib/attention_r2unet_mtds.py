@@ -219,6 +219,17 @@ def masks_from_probabilities(probs: np.ndarray, post: bool = True, fraction: flo
     return out
 
 
+def labels_from_masks(masks: dict[str, np.ndarray]) -> np.ndarray:
+    """Canonical labels from :func:`masks_from_probabilities`' masks: ED inside WT, then
+    NCR/NET and ET where the heads predict them (WT alone gives ED only)."""
+    lab = np.zeros(masks["WT"].shape, np.uint8)
+    lab[masks["WT"]] = L.ED
+    for region, value in (("NCR", L.NCR), ("ET", L.ET)):
+        if region in masks:
+            lab[masks[region]] = value
+    return lab
+
+
 def reference_masks(label: np.ndarray) -> dict[str, np.ndarray]:
     return {"WT": label > 0, "ET": label == L.ET, "NCR": label == L.NCR, "ED": label == L.ED}
 

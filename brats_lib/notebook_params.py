@@ -6,8 +6,9 @@ a key without a default is required.
 from __future__ import annotations
 
 from dataclasses import field
+from typing import Any
 
-from .params import schema
+from .params import FileName, schema
 
 
 @schema("00_data_and_metrics")
@@ -37,7 +38,7 @@ class OptimizedUNetParams:
     phantom_cases: int
     phantom_shape: list[int]
     #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
-    splits: str
+    splits: FileName
     #: folds of the split file, and how many of them are trained
     n_folds: int
     folds: int
@@ -99,7 +100,7 @@ class HNFNetv2Params:
     #: used the challenge's validation and test sets)
     holdout_cases: int
     #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
-    splits: str
+    splits: FileName
     #: folds of the split file, and how many of them are trained
     n_folds: int
     folds: int
@@ -155,7 +156,7 @@ class AttentionR2UNetParams:
     phantom_cases: int
     phantom_shape: list[int]
     #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
-    splits: str
+    splits: FileName
     n_folds: int
     folds: int
     #: centre crop of every axial slice (paper 144 x 176), each size divisible by 8
@@ -187,7 +188,7 @@ class OMNetParams:
     phantom_cases: int
     phantom_shape: list[int]
     #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
-    splits: str
+    splits: FileName
     n_folds: int
     folds: int
     #: feature maps per level of the FusionNet backbone (paper 32, 64, 128, 256)
@@ -242,7 +243,7 @@ class CrossModalityParams:
     phantom_cases: int
     phantom_shape: list[int]
     #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
-    splits: str
+    splits: FileName
     n_folds: int
     folds: int
     #: U-Net filters of the five levels (paper 16, 32, 64, 128, 256)
@@ -276,4 +277,30 @@ class CrossModalityParams:
     real_overlap: float | None = None
     amp: bool = True
     num_workers: int = 0
+    progress: bool = True
+
+
+@schema("comparison")
+class ComparisonParams:
+    """Cross-paper comparison: every paper's proposed model and a plain 3D U-Net on the same folds."""
+
+    seed: int
+    #: phantom cases (ignored when ``data_dir`` is set)
+    phantom_cases: int
+    phantom_shape: list[int]
+    #: name of the fixed split file ``params/splits/<name>.json`` shared by every method
+    splits: FileName
+    n_folds: int
+    folds: int
+    #: labels of :data:`brats_lib.comparison.METHODS` to train, in table order
+    methods: list[str]
+    #: per method label, values replacing its paper profile's (same profile name as this one)
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: test-time flips for every method whose inference has them (the same budget for all)
+    tta: int = 1
+    #: measure peak memory on this many validation cases per method (0 = skip; the CPU
+    #: profiler slows inference down)
+    memory_cases: int = 1
+    data_dir: str | None = None
+    real_dir: str | None = "../shared/data/real"
     progress: bool = True

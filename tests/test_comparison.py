@@ -1,0 +1,122 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brats_lib import comparison as C
+from brats_lib import params, runner
+
+
+def _per_case(values: dict[str, list[float]]) -> pd.DataFrame:
+    rows = []
+    for method, dice in values.items():
+        for i, d in enumerate(dice):
+            rows.append({"method": method, "fold": 0, "case": f"c{i}", "Dice mean": d,
+                         **{f"Dice {r}": d for r in ("ET", "TC", "WT")},
+                         **{f"HD95 {r}": 10 * (1 - d) for r in ("ET", "TC", "WT")}})
+    return pd.DataFrame(rows)
+
+
+def test_brats_ranking_ranks_per_case_and_metric_then_averages():
+    per = _per_case({"a": [0.9, 0.8, 0.7], "b": [0.5, 0.9, 0.6], "c": [0.9, 0.1, 0.1]})
+    table = C.brats_ranking(per, ["a", "b", "c"])
+    # case 0: a and c tie for first (both rank 1), b third; case 1: b, a, c; case 2: a, b, c
+    assert table.loc["a", "mean rank"] == pytest.approx((1 + 2 + 1) / 3)
+    assert table.loc["b", "mean rank"] == pytest.approx((3 + 1 + 2) / 3)
+    assert table.loc["c", "mean rank"] == pytest.approx((1 + 3 + 3) / 3)
+    assert list(table.index) == ["a", "b", "c"] and list(table["position"]) == [1, 2, 3]
+    # HD95 is ranked lower-is-better: the same order as Dice here
+    assert table.loc["a", "HD95 ET"] == table.loc["a", "Dice ET"]
+
+
+def test_holm_adjustment():
+    adj = C.holm([0.01, 0.04, 0.03, 0.2])
+    # sorted 0.01, 0.03, 0.04, 0.2 -> 0.04, 0.09, 0.09 (monotone), 0.2
+    assert adj.tolist() == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert C.holm([0.5, 0.6]).tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_pairwise_wilcoxon_finds_a_consistent_difference():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 0.8, 12)
+    per = _per_case({"good": base + 0.1, "bad": base, "same": base + rng.normal(0, 0.01, 12)})
+    pairs = C.pairwise_wilcoxon(per, ["good", "bad", "same"]).set_index(["A", "B"])
+    assert pairs.loc[("good", "bad"), "p (Holm)"] < 0.05
+    assert pairs.loc[("good", "bad"), "mean Dice mean A - B"] == pytest.approx(0.1)
+    assert pairs.loc[("bad", "same"), "p (Holm)"] > 0.05
+    assert (pairs["p (Holm)"] >= pairs["p"]).all()
+
+
+def test_peak_memory_on_cpu_sees_a_large_temporary():
+    def work():
+        x = torch.ones(4 * 2 ** 20)  # 16 MiB, freed before returning
+        return float(x.sum())
+
+    out, mib = C.peak_memory(work)
+    assert out == 4 * 2 ** 20 and 15 < mib < 40
+
+
+def test_method_params_take_the_shared_data_and_the_overrides():
+    shared = params.as_dict(params.load("comparison", "test"))
+    m = C.METHODS["Optimized U-Net"]
+    q = C.method_params(m, "test", shared, {"epochs": 3})
+    assert q.splits == shared["splits"] and q.phantom_shape == shared["phantom_shape"] and q.epochs == 3
+    hq = C.method_params(C.METHODS["HNF-Netv2"], "test", shared)
+    assert hq.holdout_cases == 0
+    with pytest.raises(params.ParamsError, match="'no_such_key'"):
+        C.method_params(m, "test", shared, {"no_such_key": 1})
+
+
+def test_every_method_has_a_trainer_and_a_known_row():
+    from brats_lib import attention_r2unet_mtds as AR
+    from brats_lib import cross_modality as CM
+    from brats_lib import hnfnetv2 as HN
+    from brats_lib import omnet_cga as OM
+    from brats_lib import optimized_unet as OU
+
+    rows = {"hnfnetv2": HN.ROWS, "optimized_unet": OU.RUNS, "attention_r2unet_mtds": AR.RUNS,
+            "omnet_cga": OM.ROWS, "cross_modality": CM.ROWS}
+    for m in C.METHODS.values():
+        assert m.notebook in C.TRAINERS and m.row in rows[m.notebook], m
+
+
+@pytest.mark.slow
+def test_notebook_under_test_profile(test_profile_report):
+    out = test_profile_report("comparison")
+    summary = pd.read_csv(out / "tables" / "summary.csv", index_col=0)
+    assert list(summary.index) == list(C.METHODS)
+    assert summary["peak MiB (inference)"].astype(float).gt(0).all()
+    assert summary["GMACs per 128^3"].gt(0).all() and summary["params (M)"].gt(0).all()
+    ranking = pd.read_csv(out / "tables" / "ranking.csv", index_col=0)
+    assert sorted(ranking.index) == sorted(C.METHODS) and ranking["mean rank"].between(1, len(C.METHODS)).all()
+    pairs = pd.read_csv(out / "tables" / "pairwise_wilcoxon.csv")
+    assert len(pairs) == len(C.METHODS) * (len(C.METHODS) - 1) // 2
+    per = pd.read_csv(out / "tables" / "per_case.csv")
+    assert per.groupby("method").size().nunique() == 1  # the same cases for every method
+    for fig in ("dice_boxplots", "dice_vs_macs", "one_case_every_method"):
+        assert (out / "figures" / f"{fig}.png").exists()
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["profile"] == "test" and man["methods"] == list(C.METHODS)
+
+
+@pytest.mark.slow
+def test_full_profile_code_path_on_a_tiny_folder(tmp_path, phantom_root):
+    from conftest import run_full_profile
+
+    hn = params.load("hnfnetv2", "test")
+    small = {k: getattr(hn, k) for k in ("patch_size", "window_stride", "inference_crop", "unet_filters", "width",
+                                         "blocks", "bases", "em_iterations", "min_et", "sw_batch_size")}
+    overrides = {"splits": "pytest-comparison-full", "n_folds": 2, "folds": 1,
+                 "methods": ["3D U-Net", "Cross-modality fusion"],
+                 "method_overrides": {
+                     "3D U-Net": {**small, "epochs": 1, "steps_per_epoch": 1, "warmup_epochs": 0, "val_every": 0,
+                                  "num_workers": 0},
+                     "Cross-modality fusion": {"patch_size": [32, 32, 32], "features": [2, 2, 4, 4, 4],
+                                               "cmft_epochs": 1, "cmff_epochs": 1, "steps_per_epoch": 1,
+                                               "num_workers": 0}},
+                 "tta": 1, "memory_cases": 0, "progress": False}
+    man = run_full_profile("comparison", phantom_root, tmp_path, overrides)
+    assert man["methods"] == ["3D U-Net", "Cross-modality fusion"]
+    assert runner.notebook_names()[-1] == "comparison"
