@@ -7,6 +7,7 @@ Subcommands::
     complexity NAME [--patch X Y Z] [--in-channels C] [--json] | --list
     run        NOTEBOOK --profile {test,cpu,full} [--data DIR] [--out DIR] [--quiet]
     reproduce  [NOTEBOOK ...] --profile P [--data DIR] [--force] [--jobs N]
+    index      (re-render reports/README.md from the reports on disk)
     predict    --checkpoint CKPT --case DIR --out FILE.nii.gz [--tta N] [--labels CONVENTION]
 """
 from __future__ import annotations
@@ -162,6 +163,13 @@ def _cmd_reproduce(a) -> int:
     return 1 if failed else 0
 
 
+def _cmd_index(a) -> int:
+    from .runner import REPORTS_DIR, write_index
+
+    print(write_index([], REPORTS_DIR))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m brats_lib", description="brats-repro command line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -214,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1,
                    help="notebooks run in parallel, one GPU each (comparison waits for the others)")
     s.set_defaults(func=_cmd_reproduce)
+
+    s = sub.add_parser("index", help="re-render reports/README.md from the reports on disk")
+    s.set_defaults(func=_cmd_index)
     return p
 
 

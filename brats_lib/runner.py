@@ -294,7 +294,7 @@ def write_index(results: list[RunResult], reports_dir: Path) -> Path:
         results = results + [RunResult(name, profile, True, wall, reports_dir / name / f"{name}.ipynb", skipped=True)]
     order = {n: i for i, n in enumerate(notebook_names())}
     results = sorted(results, key=lambda r: order.get(r.notebook, len(order)))
-    lines = ["# Reports", "", "Rendered by `python -m brats_lib reproduce`; every number comes from the run listed here.", "",
+    lines = ["# Reports", "", "Rendered by `python -m brats_lib reproduce` (or `index`); every number comes from the run listed here.", "",
              "| notebook | status | profile | data source | hardware | wall time (s) | commit |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:

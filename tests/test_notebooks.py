@@ -67,3 +67,25 @@ def test_reproduce_reports_a_failure_and_runs_the_rest(tmp_path, monkeypatch):
     assert (tmp_path / "reports" / "broken" / "broken.failed.ipynb").exists()
     index = (tmp_path / "reports" / "README.md").read_text()
     assert "failed: RuntimeError" in index and "| [comparison]" in index
+
+
+def test_index_lists_reports_from_their_manifests_with_headline_tables(tmp_path, monkeypatch):
+    from brats_lib.cli import main as cli
+
+    nbs, reports = tmp_path / "notebooks", tmp_path / "reports"
+    nbs.mkdir()
+    for name in ("00_data_and_metrics", "comparison"):
+        _notebook(nbs / f"{name}.ipynb", "print(1)")
+    folder = reports / "comparison"
+    (folder / "tables").mkdir(parents=True)
+    (folder / "comparison.ipynb").write_text("{}")
+    (folder / "manifest.json").write_text(json.dumps({"profile": "cpu", "data_source": "phantoms", "wall_time_s": 12.0,
+                                                      "hardware": {"cpu_count": 2}, "git_commit": "abc"}))
+    (folder / "tables" / "summary.md").write_text("| method | Dice |\n| --- | --- |\n| x | 0.5 |\n")
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", nbs)
+    monkeypatch.setattr(runner, "REPORTS_DIR", reports)
+    assert cli(["index"]) == 0
+    text = (reports / "README.md").read_text()
+    assert "| [comparison](comparison/comparison.ipynb) | ok (earlier run) | cpu | phantoms | 2 CPU cores | 12 |" in text
+    assert "## comparison: `summary`" in text and "| x | 0.5 |" in text
+    assert "00_data_and_metrics" not in text.split("## A course")[0]  # no report on disk: not listed
