@@ -379,7 +379,7 @@ def test_real_cases_run_through_predict_and_evaluate(tmp_path, capsys):
     from brats_lib.inference import save_predictor
 
     torch.manual_seed(0)
-    kwargs = dict(depth=3, filters=[4, 8, 8])
+    kwargs = dict(in_channels=5, depth=3, filters=[4, 8, 8])  # 4 modalities + the one-hot brain channel
     predictor = save_predictor(tmp_path / "tiny.pt", [models.build("unet3d", **kwargs).eval()], "unet3d", kwargs,
                                roi_size=(64, 64, 64), output="sigmoid", overlap=0.0, tta=1, foreground="brain")
     pred = tmp_path / "pred"
