@@ -71,3 +71,23 @@ def test_a_kept_section_counts_with_its_own_verdict():
     assert not merge({"metrics": ("## Metrics: a\n\nm", True)}, earlier, "now")[1]
     bad_inference = earlier.replace("| 64^3 | yes |", "| 64^3 | NO |")
     assert not merge({"training": ("## Training: b\n\nnew", True)}, bad_inference, "now")[1]
+
+
+def test_full_profile_memory_estimate_counts_weights_optimiser_and_saved_activations():
+    import torch.nn as nn
+
+    from benchmarks import full_profiles as FP
+
+    n, est = FP.estimated_step_bytes(lambda: nn.Sequential(nn.Conv3d(1, 2, 3, padding=1, bias=False), nn.ReLU()),
+                                     (1, 1, 4, 4, 4))
+    # 54 weights x 4 copies x 4 bytes + the conv's saved input (64 floats) + the ReLU's output (128 floats)
+    assert (n, est) == (54, 16 * 54 + 4 * 64 + 4 * 128)
+
+
+def test_full_profile_plan_builds_every_notebook_model_on_meta():
+    from benchmarks import full_profiles as FP
+
+    for label, make in FP.NOTEBOOKS.items():
+        build, shape, steps, how = make()
+        n, est = FP.estimated_step_bytes(build, shape)
+        assert n > 1e6 and est > 16 * n and (steps is None or steps > 0) and how, label
