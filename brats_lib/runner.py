@@ -60,7 +60,7 @@ def _hash_files(paths: list[Path], root: Path | None = None) -> str:
     """One hash over the files' names (relative to ``root``, else bare) and contents."""
     h = hashlib.sha256()
     for path in sorted(paths):
-        label = str(path.relative_to(root)) if root else path.name
+        label = str(path.relative_to(root)) if root else f"{path.parent.name}/{path.name}"
         h.update(label.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -85,11 +85,14 @@ def _folder_listing(folder: str | Path | None) -> str | None:
 def fingerprint(notebook: str | Path, profile: str, data_dir: str | None = None,
                 extra_parameters: dict | None = None) -> dict:
     """What a report of ``notebook`` under ``profile`` depends on: the package code and
-    packaging, the notebook, its parameter profile, the data folder and the real-case
-    folder the notebooks look at (file names and sizes)."""
+    packaging, the notebook, its parameter profile (for ``comparison``, every paper's
+    profile of that name too), the data folder and the real-case folder the notebooks look
+    at (file names and sizes)."""
     src = _source(notebook)
     code = [p for p in (REPO_ROOT / "brats_lib").rglob("*.py")] + [REPO_ROOT / "pyproject.toml"]
     own = [p for p in [src, PARAMS_DIR / src.stem / f"{profile}.yaml"] if p.exists()]
+    if src.stem == "comparison":  # it trains every paper's model with that paper's profile
+        own += sorted(p for p in PARAMS_DIR.glob(f"*/{profile}.yaml") if p.parent.name != "comparison")
     return {"profile": profile,
             "code": _hash_files([p for p in code if p.exists()], REPO_ROOT),
             "notebook": _hash_files(own),

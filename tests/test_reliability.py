@@ -399,3 +399,18 @@ def test_real_cases_run_through_predict_and_evaluate(tmp_path, capsys):
     if no_et in res:  # no ET in the reference: the empty-region rule, 1/0 or 0/373.13
         predicted_et = (np.asarray(nib.load(str(pred / f"{no_et}.nii.gz")).dataobj) == 4).any()
         assert (res[no_et]["Dice_ET"], res[no_et]["HD95_ET"]) == ((0.0, 373.13) if predicted_et else (1.0, 0.0))
+
+
+def test_the_comparison_report_goes_stale_when_a_paper_profile_changes(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(REPO / "params", tmp_path / "params")
+    monkeypatch.setattr(runner, "PARAMS_DIR", tmp_path / "params")
+    before = {nb: runner.fingerprint(nb, "cpu") for nb in ("comparison", "hnfnetv2", "cross_modality")}
+    test_before = runner.fingerprint("comparison", "test")
+    path = tmp_path / "params" / "cross_modality" / "cpu.yaml"
+    path.write_text(path.read_text() + "\n# edited\n")
+    after = {nb: runner.fingerprint(nb, "cpu") for nb in before}
+    assert after["comparison"] != before["comparison"] and after["cross_modality"] != before["cross_modality"]
+    assert after["hnfnetv2"] == before["hnfnetv2"]  # another paper's report stays current
+    assert runner.fingerprint("comparison", "test") == test_before  # another profile too
