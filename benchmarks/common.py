@@ -9,9 +9,9 @@ import numpy as np
 import psutil
 
 from brats_lib import models
-from brats_lib.report import REPO_ROOT
+from brats_lib.paths import REAL_DIR, REPO_ROOT
 
-REAL = REPO_ROOT.parent / "shared" / "data" / "real"
+REAL = REAL_DIR
 #: the U-Net the benchmarks time on the CPU: the size the cpu profiles train
 CPU_MODEL = dict(in_channels=4, out_channels=3, depth=4, filters=[8, 16, 32, 64])
 CPU_ROI = (64, 64, 64)

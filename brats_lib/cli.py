@@ -3,7 +3,7 @@
 Subcommands::
 
     phantoms   --out DIR --cases N --seed S [--shape X Y Z]
-    evaluate   --pred P --ref R [--out CSV] [--labels brats2021|brats2023|msd] [--json]
+    evaluate   --pred P --ref R [--out CSV] [--labels brats2021|brats2023|msd] [--json] [--jobs N]
     complexity NAME [--patch X Y Z] [--in-channels C] [--json] | --list
     run        NOTEBOOK --profile {test,cpu,full} [--data DIR] [--out DIR] [--quiet]
     reproduce  [NOTEBOOK ...] --profile P [--data DIR] [--force] [--jobs N]
@@ -28,18 +28,22 @@ def _cmd_phantoms(a) -> int:
     return 0
 
 
-def evaluate_paths(pred: str | Path, ref: str | Path, labels: str | None = None, progress: bool = True):
+def evaluate_paths(pred: str | Path, ref: str | Path, labels: str | None = None, progress: bool = True,
+                   jobs: int = 1):
     """Evaluate predictions against references (files or folders); per-case DataFrame.
 
     A prediction folder holds ``<case_id>.nii.gz``; a reference folder is a dataset in
     any supported layout (or flat label maps). A reference case without a prediction
     is scored as an empty prediction (as the BraTS platform does), with a warning.
+    ``jobs`` > 1 scores cases in that many worker processes (same values, same order).
     """
     from tqdm.auto import tqdm
 
     from . import data as D
-    from .metrics import evaluate_labels, to_frame
+    from .metrics import to_frame
 
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     pred, ref = Path(pred), Path(ref)
     if not pred.exists():
         raise FileNotFoundError(f"prediction {pred} does not exist")
@@ -69,23 +73,41 @@ def evaluate_paths(pred: str | Path, ref: str | Path, labels: str | None = None,
             if extra:
                 print(f"warning: {len(extra)} prediction(s) without reference ignored ({', '.join(extra[:5])})", file=sys.stderr)
     results = {}
-    for cid, p, r, pconv, rconv in tqdm(pairs, desc="evaluate", disable=not progress):
-        ref_lab, rimg = D.read_label_file(r, rconv, cid)
-        if p is None:
-            pred_lab = np.zeros_like(ref_lab)
-        else:
-            pred_lab, pimg = D.read_label_file(p, pconv, cid)
-            if pred_lab.shape != ref_lab.shape:
-                raise D.CaseError(cid, p, f"prediction shape {pred_lab.shape} differs from reference {ref_lab.shape} ({r})")
-        results[cid] = evaluate_labels(pred_lab, ref_lab, rimg.header.get_zooms()[:3])
+    if jobs > 1 and len(pairs) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(pairs))) as pool:
+            for cid, res in tqdm(pool.map(_score_pair, pairs), total=len(pairs), desc="evaluate", disable=not progress):
+                results[cid] = res
+    else:
+        for pair in tqdm(pairs, desc="evaluate", disable=not progress):
+            cid, res = _score_pair(pair)
+            results[cid] = res
     return to_frame(results)
+
+
+def _score_pair(pair) -> tuple[str, dict]:
+    """Read one prediction / reference pair and score it (a top-level function, so
+    ``--jobs`` worker processes can run it)."""
+    from . import data as D
+    from .metrics import evaluate_labels
+
+    cid, p, r, pconv, rconv = pair
+    ref_lab, rimg = D.read_label_file(r, rconv, cid)
+    if p is None:
+        pred_lab = np.zeros_like(ref_lab)
+    else:
+        pred_lab, _ = D.read_label_file(p, pconv, cid)
+        if pred_lab.shape != ref_lab.shape:
+            raise D.CaseError(cid, p, f"prediction shape {pred_lab.shape} differs from reference {ref_lab.shape} ({r})")
+    return cid, evaluate_labels(pred_lab, ref_lab, rimg.header.get_zooms()[:3])
 
 
 def _cmd_evaluate(a) -> int:
     from .io import atomic_path
     from .metrics import with_summary
 
-    table = with_summary(evaluate_paths(a.pred, a.ref, a.labels, progress=not a.json))
+    table = with_summary(evaluate_paths(a.pred, a.ref, a.labels, progress=not a.json, jobs=a.jobs))
     if a.out:
         with atomic_path(a.out) as tmp:
             table.to_csv(tmp, float_format="%.6f")
@@ -187,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="CSV file to write")
     s.add_argument("--labels", choices=("brats2021", "brats2023", "msd"), help="label convention of the files")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.add_argument("--jobs", type=int, default=1, help="score cases in N parallel processes")
     s.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("complexity", help="parameters and MACs of a registered model")

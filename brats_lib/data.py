@@ -191,12 +191,13 @@ def read_label_file(path: str | Path, convention: str = "brats2021", case_id: st
     img, data = _read(case_id, path)
     if data.ndim != 3:
         raise CaseError(case_id, path, f"label map must be 3D, got shape {data.shape}")
-    if not np.all(np.isfinite(data)):
-        raise CaseError(case_id, path, "label map holds NaN or Inf")
-    if np.any(data != np.round(data)):
-        raise CaseError(case_id, path, "label map holds non-integer values")
+    if data.dtype.kind == "f":  # integer files need neither check (nor a copy)
+        if not np.all(np.isfinite(data)):
+            raise CaseError(case_id, path, "label map holds NaN or Inf")
+        if np.any(data != np.round(data)):
+            raise CaseError(case_id, path, "label map holds non-integer values")
     try:
-        lab = L.to_canonical(data.astype(np.int64), convention, source=f"case {case_id} ({path})")
+        lab = L.to_canonical(data, convention, source=f"case {case_id} ({path})")
     except L.LabelError as e:
         raise CaseError(case_id, path, str(e).split(": ", 1)[1]) from None
     return lab, img

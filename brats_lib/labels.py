@@ -54,24 +54,41 @@ def check_convention(convention: str) -> dict[int, int]:
         ) from None
 
 
-def to_canonical(label: np.ndarray, convention: str, source: str = "label map") -> np.ndarray:
-    """Map an on-disk label array to canonical labels (uint8).
+_UNKNOWN = 255  # marks on-disk values a convention does not know in the lookup table
 
-    Raises :class:`LabelError` naming ``source`` when a value is not part of the
-    convention (for example a BraTS 2023 map, with ET = 3, read as ``brats2021``).
-    """
-    mapping = check_convention(convention)
-    values = np.unique(label)
-    unknown = [v for v in values.tolist() if v not in mapping]
-    if unknown:
-        raise LabelError(
-            f"{source}: label values {unknown} are not in the {convention} convention "
-            f"(allowed {sorted(mapping)})"
-        )
-    lut = np.zeros(max(mapping) + 1, dtype=np.uint8)
+
+def _lookup_table(mapping: dict[int, int]) -> np.ndarray:
+    """256-entry table: on-disk value -> canonical value, ``_UNKNOWN`` elsewhere."""
+    lut = np.full(256, _UNKNOWN, dtype=np.uint8)
     for disk, canon in mapping.items():
         lut[disk] = canon
-    return lut[np.asarray(label).astype(np.int64)]
+    return lut
+
+
+def to_canonical(label: np.ndarray, convention: str, source: str = "label map") -> np.ndarray:
+    """Map an on-disk label array (integer values) to canonical labels (uint8).
+
+    One table lookup over the volume, no sort: values outside 0-255 are caught by the
+    array's minimum and maximum, values inside that the convention does not know by the
+    table's ``_UNKNOWN`` entries. Raises :class:`LabelError` naming ``source`` when a
+    value is not part of the convention (for example a BraTS 2023 map, with ET = 3,
+    read as ``brats2021``).
+    """
+    mapping = check_convention(convention)
+    a = np.asarray(label)
+    if a.dtype.kind not in "iu":  # floats holding whole numbers, booleans
+        a = a.astype(np.int64)
+    in_range = a.size == 0 or a.dtype == np.uint8 or (int(a.min()) >= 0 and int(a.max()) < _UNKNOWN)
+    if in_range:
+        out = _lookup_table(mapping)[a]
+        if out.size == 0 or int(out.max()) != _UNKNOWN:
+            return out
+    # the error path only: list the offending values
+    unknown = np.unique(a[~np.isin(a, list(mapping))]).tolist()
+    raise LabelError(
+        f"{source}: label values {unknown} are not in the {convention} convention "
+        f"(allowed {sorted(mapping)})"
+    )
 
 
 def from_canonical(label: np.ndarray, convention: str) -> np.ndarray:

@@ -33,15 +33,21 @@ METRICS = ("Dice", "HD95", "Sensitivity", "Specificity", "PPV")
 SUMMARY_ROWS = ("Mean", "StdDev", "Median", "25quantile", "75quantile")
 
 
-def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of ``a | b`` (both non-empty together)."""
-    union = a | b
+def _nonzero_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of the non-zero voxels of ``mask`` (None when there are none)."""
     box = []
-    for ax in range(a.ndim):
-        other = tuple(i for i in range(a.ndim) if i != ax)
-        nz = np.flatnonzero(union.any(axis=other))
+    for ax in range(mask.ndim):
+        other = tuple(i for i in range(mask.ndim) if i != ax)
+        nz = np.flatnonzero(mask.any(axis=other))
+        if nz.size == 0:
+            return None
         box.append(slice(int(nz[0]), int(nz[-1]) + 1))
     return tuple(box)
+
+
+def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of ``a | b`` (both non-empty together)."""
+    return _nonzero_box(a | b)
 
 
 def _crop_pair(a: np.ndarray, b: np.ndarray):
@@ -120,9 +126,11 @@ def evaluate_labels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] 
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
     size = pred.size
-    if (pred > 0).any() or (ref > 0).any():
-        # every region lies inside the joint tumour box: work on that crop only
-        box = _union_box(pred > 0, ref > 0)
+    # every region lies inside the joint tumour box: work on that crop only (label maps
+    # are non-negative, so ``pred | ref`` is non-zero exactly where either has tumour)
+    union = (pred | ref) if pred.dtype.kind in "ub" and ref.dtype.kind in "ub" else (pred > 0) | (ref > 0)
+    box = _nonzero_box(union)
+    if box is not None:
         pred, ref = pred[box], ref[box]
     return {r: binary_metrics(L.region_mask(pred, r), L.region_mask(ref, r), spacing, size) for r in regions}
 

@@ -19,9 +19,8 @@ from typing import Any
 
 import yaml
 
-from .report import REPO_ROOT
+from .paths import PARAMS_DIR
 
-PARAMS_DIR = REPO_ROOT / "params"
 PROFILES = ("test", "cpu", "full")
 _SCHEMAS: dict[str, type] = {}
 

@@ -34,6 +34,7 @@ from scipy import ndimage as ndi
 from . import labels as L
 from .data import MODALITIES
 from .io import write_nifti
+from .paths import REPO_ROOT
 
 KINDS = ("gbm", "no_et", "multifocal", "small")
 KIND_PROBS = (0.5, 0.2, 0.15, 0.15)
@@ -223,8 +224,6 @@ def phantom_dataset(n: int, seed: int = 0, shape: Sequence[int] = (96, 96, 96), 
 
     Returns ``(folder, case ids)``; default cache: ``<repo>/data/phantoms`` (git-ignored).
     """
-    from .report import REPO_ROOT
-
     root = Path(root) if root is not None else REPO_ROOT / "data" / "phantoms"
     folder = root / f"seed{seed}_{'x'.join(str(int(s)) for s in shape)}"
     ids = write_phantom_dataset(folder, n, seed, shape, progress=progress)

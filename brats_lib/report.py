@@ -28,7 +28,7 @@ from . import labels as L
 from .io import atomic_path, write_text
 
 LIBRARIES = ("torch", "monai", "numpy", "scipy", "nibabel", "pandas", "matplotlib", "papermill")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT, RUNS_DIR  # noqa: F401  (REPO_ROOT re-exported for older imports)
 
 
 # ------------------------------------------------------------------ manifest

@@ -28,12 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .io import write_text
-from .report import REPO_ROOT
-
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-REPORTS_DIR = REPO_ROOT / "reports"
-PARAMS_DIR = REPO_ROOT / "params"
-REAL_DIR = REPO_ROOT.parent / "shared" / "data" / "real"  # the notebooks' default ``real_dir``
+from .paths import NOTEBOOK_DIR, PARAMS_DIR, REAL_DIR, REPO_ROOT, REPORTS_DIR
 
 
 def notebook_names() -> list[str]:

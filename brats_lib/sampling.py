@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from . import labels as L
 from .io import write_text
+from .paths import SPLITS_DIR
 
 Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
@@ -186,9 +187,8 @@ def splits_path(name: str) -> Path:
     """Where the shared split file ``name`` lives: ``params/splits/<name>.json``; ``name``
     must be a plain file name (it comes from a parameter file and the file may be written)."""
     from .params import FileName
-    from .report import REPO_ROOT
 
-    return REPO_ROOT / "params" / "splits" / f"{FileName.check(name, 'split file name')}.json"
+    return SPLITS_DIR / f"{FileName.check(name, 'split file name')}.json"
 
 
 def load_or_create_splits(path: str | Path, case_ids: Sequence[str], n_folds: int, seed: int = 0):

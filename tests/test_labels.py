@@ -41,3 +41,37 @@ def test_regions_to_labels_et_wins_where_regions_disagree():
     regions = np.zeros((3, 1, 1, 2), bool)
     regions[2, 0, 0, 0] = True  # ET predicted outside WT and TC
     assert L.regions_to_labels(regions)[0, 0].tolist() == [L.ET, 0]
+
+
+def _to_canonical_by_sorting(label, convention):
+    """An independent reference: np.unique over the values, then a dict lookup per value."""
+    mapping = L.CONVENTIONS[convention]
+    values, inverse = np.unique(np.asarray(label).astype(np.int64), return_inverse=True)
+    unknown = [v for v in values.tolist() if v not in mapping]
+    if unknown:
+        return unknown
+    return np.array([mapping[v] for v in values.tolist()], np.uint8)[inverse.reshape(np.shape(label))]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("convention", sorted(L.CONVENTIONS))
+def test_lookup_conversion_equals_a_sort_based_one(dtype, convention):
+    rng = np.random.default_rng(1)
+    keys = np.array(sorted(L.CONVENTIONS[convention]))
+    label = keys[rng.integers(0, len(keys), size=(9, 8, 7))].astype(dtype)
+    ours = L.to_canonical(label, convention)
+    assert ours.dtype == np.uint8 and np.array_equal(ours, _to_canonical_by_sorting(label, convention))
+
+
+@pytest.mark.parametrize("bad, dtype", [(3, np.uint8), (-1, np.int16), (300, np.int32), (255, np.uint8),
+                                        (7, np.float64), (70000, np.int64)])
+def test_lookup_conversion_names_every_unknown_value(bad, dtype):
+    label = np.array([0, 1, 2, 4, bad, bad], dtype=dtype)
+    with pytest.raises(L.LabelError, match=rf"case Y: label values \[{bad}\] are not in the brats2021"):
+        L.to_canonical(label, "brats2021", source="case Y")
+    assert _to_canonical_by_sorting(label, "brats2021") == [bad]
+
+
+def test_lookup_conversion_of_empty_and_boolean_maps():
+    assert L.to_canonical(np.zeros((0, 3), np.uint8), "brats2021").shape == (0, 3)
+    assert L.to_canonical(np.array([True, False]), "brats2021").tolist() == [L.NCR, 0]

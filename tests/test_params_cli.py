@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,19 @@ def test_evaluate_single_files_with_conventions(tmp_path):
     assert df.loc["ref", "Dice_ET"] == 1.0
     with pytest.raises(Exception, match=r"\[3\]"):
         cli.evaluate_paths(tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", labels="brats2021", progress=False)
+
+
+def test_evaluate_jobs_gives_the_same_table_and_checks_its_argument(phantom_root, tmp_path):
+    from brats_lib.data import discover_cases
+
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    cases = discover_cases(phantom_root)
+    for k, c in enumerate(cases):  # each prediction is another case's reference
+        shutil.copy(cases[(k + 1) % len(cases)].label, pred / f"{c.case_id}.nii.gz")
+    one = cli.evaluate_paths(pred, phantom_root, progress=False)
+    two = cli.evaluate_paths(pred, phantom_root, progress=False, jobs=2)
+    assert one.equals(two) and list(one.index) == [c.case_id for c in cases]
+    assert (one["Dice_WT"] < 1).all()
+    r = run_cli("evaluate", "--pred", str(pred), "--ref", str(phantom_root), "--jobs", "0")
+    assert r.returncode == 2 and "--jobs must be at least 1" in r.stderr
