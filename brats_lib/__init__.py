@@ -2,6 +2,7 @@
 
 Modules, in the order data flows through them:
 
+* :mod:`~brats_lib.paths` - the repository's folders (imports nothing of the package)
 * :mod:`~brats_lib.labels` - label conventions and tumour regions (one place)
 * :mod:`~brats_lib.data` - find, load and validate cases (BraTS 2018-2023, MSD)
 * :mod:`~brats_lib.phantoms` - synthetic BraTS-like cases, the default data source

@@ -6,7 +6,7 @@ Subcommands::
     evaluate   --pred P --ref R [--out CSV] [--labels brats2021|brats2023|msd] [--json] [--jobs N]
     complexity NAME [--patch X Y Z] [--in-channels C] [--json] | --list
     run        NOTEBOOK --profile {test,cpu,full} [--data DIR] [--out DIR] [--quiet]
-    reproduce  [NOTEBOOK ...] --profile P [--data DIR] [--force] [--jobs N]
+    reproduce  [NOTEBOOK ...] --profile P [--data DIR] [--force] [--jobs N] [--dry-run]
     index      (re-render reports/README.md from the reports on disk)
     predict    --checkpoint CKPT --case DIR --out FILE.nii.gz [--tta N] [--labels CONVENTION]
 """
@@ -177,7 +177,9 @@ def _cmd_reproduce(a) -> int:
 
     if a.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
-    results = reproduce(a.profile, a.data, names=a.notebooks or None, force=a.force, jobs=a.jobs)
+    results = reproduce(a.profile, a.data, names=a.notebooks or None, force=a.force, jobs=a.jobs, dry_run=a.dry_run)
+    if a.dry_run:
+        return 0
     failed = [r.notebook for r in results if not r.ok]
     skipped = sum(r.skipped for r in results)
     print(f"{len(results) - len(failed)} of {len(results)} notebooks ok" + (f" ({skipped} current, skipped)" if skipped else "")
@@ -243,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="a real BraTS folder for every data-driven step")
     s.add_argument("--force", action="store_true", help="re-run notebooks whose report is current")
     s.add_argument("--jobs", type=int, default=1,
-                   help="notebooks run in parallel, one GPU each (comparison waits for the others)")
+                   help="notebooks run in parallel, one GPU each (comparison, which retrains every paper's model, "
+                        "runs after the others)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="list every notebook as current or to run, with the reason, and run nothing")
     s.set_defaults(func=_cmd_reproduce)
 
     s = sub.add_parser("index", help="re-render reports/README.md from the reports on disk")

@@ -231,10 +231,22 @@ def resolve(path: str | Path | None) -> Path | None:
     return path if path.is_absolute() else (REPO_ROOT / path)
 
 
-def output_folder(notebook: str, output_dir: str | Path | None = None) -> Path:
-    """Where a notebook writes its tables and figures: ``output_dir`` (the runner's
-    choice) or ``reports/<notebook>`` when the notebook is opened by hand."""
-    folder = Path(output_dir) if output_dir else REPO_ROOT / "reports" / notebook
+def output_folder(notebook: str, output_dir: str | Path | None = None, profile: str = "cpu") -> Path:
+    """Where a notebook writes its tables and figures: ``output_dir`` (the runner passes
+    its staging folder), or, for a notebook run by hand (JupyterLab, papermill), the
+    git-ignored ``runs/<notebook>/<profile>/``, said in the output. Committed reports
+    under ``reports/`` are written only by ``python -m brats_lib run`` / ``reproduce``,
+    which replace a report whole when its notebook finished."""
+    if output_dir:
+        folder = Path(output_dir)
+    else:
+        folder = RUNS_DIR / notebook / profile
+        try:
+            shown = folder.relative_to(Path.cwd())
+        except ValueError:
+            shown = folder
+        print(f"A hand run: tables, figures and checkpoints go to {shown}/ (reports/ is written only by "
+              f"`python -m brats_lib run {notebook} --profile {profile}`).")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -78,6 +78,18 @@ class TrainConfig:
             raise ValueError(f"schedule must be constant, poly, cosine or step, got {self.schedule!r}")
 
 
+def autocast_dtype(device_type: str, amp: bool = True) -> torch.dtype | None:
+    """The dtype training autocasts to on ``device_type``: float16 on CUDA when ``amp``
+    is on (with a gradient scaler); None, plain float32, elsewhere."""
+    return torch.float16 if amp and device_type == "cuda" else None
+
+
+def precision_name(device_type: str, amp: bool = True) -> str:
+    """``"float16 autocast"`` or ``"float32"``: recorded in run fingerprints."""
+    dtype = autocast_dtype(device_type, amp)
+    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -355,7 +367,7 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
     steps_per_epoch = len(loader)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(cfg, steps_per_epoch))
-    use_amp = cuda and cfg.amp
+    use_amp = autocast_dtype(device.type, cfg.amp) is not None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, step, rows, best = 0, 0, [], []

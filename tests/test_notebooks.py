@@ -62,9 +62,10 @@ def test_reproduce_reports_a_failure_and_runs_the_rest(tmp_path, monkeypatch):
     results = runner.reproduce("test", reports_dir=tmp_path / "reports")
     assert [r.ok for r in results] == [True, False, True]
     assert "boom" in results[1].error
-    assert (tmp_path / "reports" / "broken" / "error.txt").exists()
-    assert not (tmp_path / "reports" / "broken" / "broken.ipynb").exists()  # nothing half-written
-    assert (tmp_path / "reports" / "broken" / "broken.failed.ipynb").exists()
+    stage = runner.staging_folder(tmp_path / "reports" / "broken")  # the failed run stays beside the report
+    assert (stage / "error.txt").exists() and "boom" in (stage / "error.txt").read_text()
+    assert not (tmp_path / "reports" / "broken").exists()  # nothing half-written under the report's name
+    assert (stage / "broken.failed.ipynb").exists() and results[1].output == stage / "broken.failed.ipynb"
     index = (tmp_path / "reports" / "README.md").read_text()
     assert "failed: RuntimeError" in index and "| [comparison]" in index
 

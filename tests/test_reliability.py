@@ -137,7 +137,7 @@ def test_killed_batch_reproduction_continues_without_redoing_finished_notebooks(
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr", "w"))
     try:
         deadline = time.time() + 300
-        while not (reports / "second" / "run.log").exists():  # the second notebook has started
+        while not (runner.staging_folder(reports / "second") / "run.log").exists():  # the second notebook started
             assert proc.poll() is None and time.time() < deadline, (tmp_path / "stderr").read_text()
             time.sleep(0.2)
         time.sleep(1.0)
