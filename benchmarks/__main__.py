@@ -14,9 +14,11 @@ from .report import merge
 
 def gpu_section(cuda_report, gpus: str) -> str:
     """Point to the GPU run's report, quoting its throughput table, or say how to make one."""
-    how = ("`python -m benchmarks --device cuda` runs the inference and training sections with AMP and adds "
+    how = ("`bash benchmarks/gpu.sh` (one call, about 8 minutes on one H100) runs `python -m benchmarks --device cuda "
+           "--only inference training`, which measures the inference and training sections with AMP and adds "
            "NVIDIA's throughput table (final model, batch 2, 128^3, images per second; NVIDIA reports 27.5 img/s "
-           "training and 68.5 img/s inference on an A100) to `reports/benchmarks-cuda.md`.")
+           "training and 68.5 img/s inference on an A100) to `reports/benchmarks-cuda.md`, then "
+           "`python -m benchmarks.full_profiles --device cuda` (`reports/full-profiles-cuda.md`).")
     head = ["## GPU", ""]
     if not cuda_report.exists():
         return "\n".join(head + ["Not measured (device cpu" + ("; no GPU on this machine" if gpus == "none" else "")
@@ -25,8 +27,17 @@ def gpu_section(cuda_report, gpus: str) -> str:
     run_line = next((ln for ln in text.splitlines() if ln.startswith("Run ")), "")
     table = text.split("## Throughput", 1)[1].split("\n## ", 1)[0] if "## Throughput" in text else ""
     table = "\n".join(ln for ln in table.splitlines() if ln.startswith("|"))
+    stale = []
+    if "| setting |" not in text:
+        stale.append("the throughput of channels-last layouts, fused Adam and torch.compile")
+    if "uint8 label maps encoded to regions on the GPU" not in text:
+        stale.append("the training loop's overhead and data wait with the GPU data path (uint8 targets encoded on "
+                     "the device, fused Adam, no per-step host synchronisation)")
+    note = (["Not measured yet, since the code changed after that run: " + "; ".join(stale) + ". "
+             "They need a GPU machine."] if stale else [])
     return "\n".join(head + [f"Measured on a GPU machine in a separate run, [benchmarks-cuda.md](benchmarks-cuda.md) "
-                             f"({run_line[4:].rstrip('.')}). Its throughput table:", "", table, "", how])
+                             f"({run_line[4:].rstrip('.')}). Its throughput table:", "", table, ""] + note
+                      + ([""] if note else []) + [how])
 
 
 def main() -> int:

@@ -77,6 +77,12 @@ class OptimizedUNetParams:
     #: "brain" (the paper's foreground) or "all_positive" (NVIDIA's code)
     onehot_mode: str = "brain"
     augment: bool = True
+    #: augment batches on the training device (tensor ops, as NVIDIA's DALI pipeline) instead
+    #: of per patch in the loader; trilinear instead of cubic zoom
+    device_augment: bool = False
+    #: NDHWC weights and inputs, and torch.compile (CUDA only)
+    channels_last: bool = False
+    compile: bool = False
     fg_prob: float = 0.4
     weight_decay: float = 1e-4
     keep_best: int = 2

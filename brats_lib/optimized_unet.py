@@ -28,7 +28,7 @@ import torch
 
 from . import labels as L
 from . import losses, models, postprocess
-from .augment import NnUNetAugmentation
+from .augment import DeviceBatch, DeviceNnUNetAugmentation, NnUNetAugmentation
 from .data import LoadedCase
 from .inference import predict_case, prepare_image, probabilities_to_labels, validation_fn
 from .metrics import dice
@@ -162,10 +162,19 @@ def network_input(lc: LoadedCase, onehot: bool, p) -> tuple[np.ndarray, np.ndarr
 
 
 def patch_dataset(cases: Sequence[LoadedCase], run: Run, p, seed: int) -> PatchDataset:
+    """Random patches; augmented here, per patch, unless ``p.device_augment`` moves the
+    augmentation to the training device (:func:`device_augmentation`)."""
     arrays = [network_input(lc, run.onehot, p) for lc in cases]
-    aug = NnUNetAugmentation(mri_channels=4) if p.augment else None
+    aug = NnUNetAugmentation(mri_channels=4) if p.augment and not p.device_augment else None
     return PatchDataset(arrays, p.patch_size, p.steps_per_epoch * p.batch_size, fg_prob=p.fg_prob,
-                        target="regions", transform=aug, seed=seed)
+                        target="label_map" if p.device_augment else "regions", transform=aug, seed=seed)
+
+
+def device_augmentation(p, seed: int) -> DeviceBatch | None:
+    """What ``p.device_augment`` moves to the training device (see :class:`DeviceBatch`)."""
+    if not p.device_augment:
+        return None
+    return DeviceBatch(DeviceNnUNetAugmentation(mri_channels=4, seed=seed) if p.augment else None)
 
 
 def predict(model, lc: LoadedCase, run: Run, p, tta=None, thresholds=(0.5, 0.5, 0.5), device=None):
@@ -186,13 +195,16 @@ def validation(cases: Sequence[LoadedCase], run: Run, p, device=None):
 
 
 # ------------------------------------------------------------------ training
-def train_config(p, lr: float) -> TrainConfig:
-    """Section 3.2: Adam, weight decay, linear warm-up over ``warmup_steps`` then cosine."""
+def train_config(p, lr: float, run: Run | None = None) -> TrainConfig:
+    """Section 3.2: Adam, weight decay, linear warm-up over ``warmup_steps`` then cosine.
+    ``p.channels_last`` applies to the convolutional U-Nets only (MONAI's SegResNetVAE and
+    UNETR reshape with ``view``, which needs the default layout)."""
+    conv = run is None or run.model.startswith("optimized_unet")
     return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, optimizer="adam", lr=lr,
                        weight_decay=p.weight_decay, schedule="cosine",
                        warmup_epochs=p.warmup_steps / p.steps_per_epoch, best_metric="dice_mean",
                        keep_best=p.keep_best, amp=p.amp, num_workers=p.num_workers, seed=p.seed,
-                       progress=p.progress)
+                       progress=p.progress, channels_last=p.channels_last and conv, compile=p.compile)
 
 
 def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[LoadedCase], p,
@@ -206,8 +218,8 @@ def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[
         torch.manual_seed(p.seed + fold)
         model = build_model(run, p)
         res = fit(model, loss_function(run, p), patch_dataset(train, run, p, seed=p.seed + 1000 * fold),
-                  train_config(p, lr), Path(out_dir) / f"lr{lr:g}", val_fn=validation(val, run, p, device),
-                  device=device)
+                  train_config(p, lr, run), Path(out_dir) / f"lr{lr:g}", val_fn=validation(val, run, p, device),
+                  device=device, batch_transform=device_augmentation(p, seed=p.seed + 1000 * fold))
         if best is None or res.best[0][0] > best[0].best[0][0]:
             best = (res, lr)
     return best

@@ -25,12 +25,22 @@ Transform = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.nda
 
 def encode_target(label: np.ndarray, target: str) -> torch.Tensor:
     """Canonical label map -> training target: ``"regions"`` gives float (3, ...) WT/TC/ET,
-    ``"labels"`` gives long (...) class indices."""
+    ``"labels"`` gives long (...) class indices, ``"label_map"`` the uint8 map itself (a
+    twelfth of the regions' bytes to move; :func:`regions_on_device` encodes it there)."""
     if target == "regions":
         return torch.from_numpy(L.labels_to_regions(label).astype(np.float32))
     if target == "labels":
         return torch.from_numpy(label.astype(np.int64))
-    raise ValueError(f"unknown target {target!r}; expected 'regions' or 'labels'")
+    if target == "label_map":
+        return torch.from_numpy(np.ascontiguousarray(label, dtype=np.uint8))
+    raise ValueError(f"unknown target {target!r}; expected 'regions', 'labels' or 'label_map'")
+
+
+def regions_on_device(label_map: torch.Tensor, order: tuple[str, ...] = L.REGION_CHANNELS) -> torch.Tensor:
+    """Batched canonical label maps (B, *S) uint8 -> float regions (B, len(order), *S), on
+    the tensor's own device; the same values as ``encode_target(..., "regions")``."""
+    return torch.stack([torch.isin(label_map, torch.tensor(L.REGIONS[r], device=label_map.device, dtype=label_map.dtype))
+                        for r in order], 1).float()
 
 
 def pad_to(array: np.ndarray, size: Sequence[int], value: float = 0.0) -> np.ndarray:

@@ -15,7 +15,13 @@ Exact resume: sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)`` (see
 restored, so a run interrupted after any completed epoch and resumed ends with the
 same weights as an uninterrupted run (on the CPU, where kernels are deterministic).
 
-AMP and ``torch.compile`` are used only where CUDA is present. Launched by
+AMP and ``torch.compile`` are used only where CUDA is present. On a GPU the loop adds no
+host synchronisation to a step: batches are copied on a side stream while the previous
+one computes, Adam / AdamW / SGD run their fused CUDA kernels (which also take the AMP
+gradient scaler's inf check on the device), and the progress bar shows the loss once
+per epoch. ``channels_last`` stores weights and inputs as NDHWC, the layout cuDNN's
+fastest 3D kernels want; ``batch_transform`` augments each batch on the device (see
+:class:`~brats_lib.augment.DeviceNnUNetAugmentation`). Launched by
 ``torchrun`` (``WORLD_SIZE`` > 1) the loop runs DDP (NCCL on GPUs, gloo on CPUs),
 each rank taking every ``world_size``-th sample; rank 0 validates and writes.
 Checkpoints are read back with ``torch.load(weights_only=True)`` only.
@@ -66,6 +72,8 @@ class TrainConfig:
     keep_best: int = 1
     amp: bool = True                 # only with CUDA
     compile: bool = False            # only with CUDA
+    channels_last: bool = False      # NDHWC weights and inputs (5D models)
+    fused: bool = True               # fused optimiser kernels, only with CUDA
     num_workers: int = 0
     seed: int = 0
     progress: bool = True
@@ -97,13 +105,27 @@ def seed_everything(seed: int) -> None:
 
 
 # ------------------------------------------------------------------ optimiser and schedule
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: TrainConfig, device: str | torch.device = "cpu") -> torch.optim.Optimizer:
+    """The optimiser of ``cfg``; with ``cfg.fused`` on a CUDA device, its fused kernel
+    (one launch for all parameters, no host synchronisation under AMP)."""
+    extra = {"fused": True} if cfg.fused and torch.device(device).type == "cuda" else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **extra)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **extra)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=cfg.weight_decay)
+                           weight_decay=cfg.weight_decay, **extra)
+
+
+def to_channels_last(x):
+    """5D tensors (and those inside lists, tuples, dicts) in the NDHWC memory format."""
+    if isinstance(x, torch.Tensor):
+        return x.contiguous(memory_format=torch.channels_last_3d) if x.ndim == 5 else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_channels_last(v) for v in x)
+    if isinstance(x, dict):
+        return {k: to_channels_last(v) for k, v in x.items()}
+    return x
 
 
 class LRFactor:
@@ -322,7 +344,7 @@ def _on_device(loader, device: torch.device):
 def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig, out_dir: str | Path,
         val_fn: Callable[[nn.Module], dict[str, float]] | None = None, device: str | torch.device | None = None,
         resume: bool = True, shuffle: bool = True, step_fn: Callable | None = None,
-        stop_after_epochs: int | None = None) -> FitResult:
+        stop_after_epochs: int | None = None, batch_transform: Callable | None = None) -> FitResult:
     """Train ``model`` and return its log and best checkpoints.
 
     ``loss_fn(outputs, target)`` gets whatever the model returns (a list for deep
@@ -331,7 +353,9 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
     ``val_fn(model) -> {name: value}`` runs on rank 0 every ``val_every`` epochs and at
     the end; ``cfg.best_metric`` selects the best checkpoints. With ``resume`` and a
     ``last.pt`` in ``out_dir``, training continues from it. ``stop_after_epochs`` ends
-    the call early (used to test resumption).
+    the call early (used to test resumption). ``batch_transform(input, target, step) ->
+    (input, target)`` changes each batch on the device before the step (augmentation on
+    the GPU); it gets the global step so a resumed run repeats it.
     """
     out_dir = Path(out_dir)
     info = init_distributed()
@@ -347,6 +371,8 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
         out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed + info.rank)
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last_3d)
     net: nn.Module = model
     if info.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
@@ -365,7 +391,7 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
                         # (which drives dropout), with or without workers, resumed or not
                         generator=torch.Generator().manual_seed(cfg.seed + info.rank))
     steps_per_epoch = len(loader)
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(cfg, steps_per_epoch))
     use_amp = autocast_dtype(device.type, cfg.amp) is not None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -397,6 +423,10 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
         t_data = time.perf_counter()
         for batch in _on_device(loader, device):
             wait += time.perf_counter() - t_data
+            if batch_transform is not None:
+                batch = (*batch_transform(batch[0], batch[1], step), *batch[2:])
+            if cfg.channels_last:
+                batch = to_channels_last(batch)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
                 if step_fn is not None:
@@ -413,7 +443,8 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
             step += 1
             losses.append(loss.detach())  # no float() here: it would wait for the GPU every step
             bar.update(1)
-            if not bar.disable and (len(losses) % 10 == 1 or len(losses) == steps_per_epoch):
+            # reading the loss waits for the device: on a GPU only at the epoch's end
+            if not bar.disable and (len(losses) == steps_per_epoch or (not cuda and len(losses) % 10 == 1)):
                 bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
             t_data = time.perf_counter()
         bar.close()
