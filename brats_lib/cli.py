@@ -90,17 +90,19 @@ def _score_pair(pair) -> tuple[str, dict]:
     """Read one prediction / reference pair and score it (a top-level function, so
     ``--jobs`` worker processes can run it)."""
     from . import data as D
-    from .metrics import evaluate_labels
+    from .metrics import _nonzero_box, evaluate_labels
 
     cid, p, r, pconv, rconv = pair
-    ref_lab, rimg = D.read_label_file(r, rconv, cid)
-    if p is None:
-        pred_lab = np.zeros_like(ref_lab)
-    else:
-        pred_lab, _ = D.read_label_file(p, pconv, cid)
-        if pred_lab.shape != ref_lab.shape:
-            raise D.CaseError(cid, p, f"prediction shape {pred_lab.shape} differs from reference {ref_lab.shape} ({r})")
-    return cid, evaluate_labels(pred_lab, ref_lab, rimg.header.get_zooms()[:3])
+    ref, rimg = D.read_label_values(r, cid)
+    pred = np.zeros_like(ref) if p is None else D.read_label_values(p, cid)[0]
+    if pred.shape != ref.shape:
+        raise D.CaseError(cid, p, f"prediction shape {pred.shape} differs from reference {ref.shape} ({r})")
+    # 0 is background in every convention, so all tumour (and every value that could be
+    # invalid) lies in the box of non-zero voxels: convert and score that box only
+    box = _nonzero_box((pred != 0) | (ref != 0)) or tuple(slice(0, 1) for _ in ref.shape)
+    pred_lab = D.canonical_labels(pred[box], pconv, cid, p)
+    ref_lab = D.canonical_labels(ref[box], rconv, cid, r)
+    return cid, evaluate_labels(pred_lab, ref_lab, rimg.header.get_zooms()[:3], size=ref.size)
 
 
 def _cmd_evaluate(a) -> int:

@@ -188,6 +188,14 @@ def read_label_file(path: str | Path, convention: str = "brats2021", case_id: st
     """One label map (prediction or reference) -> (canonical uint8 array, NIfTI image)."""
     path = Path(path)
     case_id = case_id or case_id_from_file(path)
+    data, img = read_label_values(path, case_id)
+    return canonical_labels(data, convention, case_id, path), img
+
+
+def read_label_values(path: str | Path, case_id: str) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """A label map's values as stored (3D, finite, whole numbers; not yet converted) and
+    its NIfTI image; :func:`canonical_labels` converts them (or a crop of them)."""
+    path = Path(path)
     img, data = _read(case_id, path)
     if data.ndim != 3:
         raise CaseError(case_id, path, f"label map must be 3D, got shape {data.shape}")
@@ -196,11 +204,16 @@ def read_label_file(path: str | Path, convention: str = "brats2021", case_id: st
             raise CaseError(case_id, path, "label map holds NaN or Inf")
         if np.any(data != np.round(data)):
             raise CaseError(case_id, path, "label map holds non-integer values")
+    return data, img
+
+
+def canonical_labels(data: np.ndarray, convention: str, case_id: str, path: str | Path) -> np.ndarray:
+    """Label values as stored -> canonical uint8 labels; unknown values raise
+    :class:`CaseError` naming the case and the file."""
     try:
-        lab = L.to_canonical(data, convention, source=f"case {case_id} ({path})")
+        return L.to_canonical(data, convention, source=f"case {case_id} ({path})")
     except L.LabelError as e:
         raise CaseError(case_id, path, str(e).split(": ", 1)[1]) from None
-    return lab, img
 
 
 @dataclass

@@ -54,41 +54,35 @@ def check_convention(convention: str) -> dict[int, int]:
         ) from None
 
 
-_UNKNOWN = 255  # marks on-disk values a convention does not know in the lookup table
-
-
-def _lookup_table(mapping: dict[int, int]) -> np.ndarray:
-    """256-entry table: on-disk value -> canonical value, ``_UNKNOWN`` elsewhere."""
-    lut = np.full(256, _UNKNOWN, dtype=np.uint8)
-    for disk, canon in mapping.items():
-        lut[disk] = canon
-    return lut
-
-
 def to_canonical(label: np.ndarray, convention: str, source: str = "label map") -> np.ndarray:
     """Map an on-disk label array (integer values) to canonical labels (uint8).
 
-    One table lookup over the volume, no sort: values outside 0-255 are caught by the
-    array's minimum and maximum, values inside that the convention does not know by the
-    table's ``_UNKNOWN`` entries. Raises :class:`LabelError` naming ``source`` when a
-    value is not part of the convention (for example a BraTS 2023 map, with ET = 3,
-    read as ``brats2021``).
+    No sort and no wide index array: the array's minimum and maximum catch values outside
+    the convention's range, one comparison per value inside the range that the convention
+    lacks (3 for ``brats2021``) catches the rest, and one masked assignment per value that
+    changes does the mapping (ET 4 -> 3 for ``brats2021``), all on the array's own small
+    integer type. Raises :class:`LabelError` naming ``source`` when a value is not part of
+    the convention (for example a BraTS 2023 map, with ET = 3, read as ``brats2021``).
     """
     mapping = check_convention(convention)
     a = np.asarray(label)
     if a.dtype.kind not in "iu":  # floats holding whole numbers, booleans
         a = a.astype(np.int64)
-    in_range = a.size == 0 or a.dtype == np.uint8 or (int(a.min()) >= 0 and int(a.max()) < _UNKNOWN)
-    if in_range:
-        out = _lookup_table(mapping)[a]
-        if out.size == 0 or int(out.max()) != _UNKNOWN:
-            return out
-    # the error path only: list the offending values
-    unknown = np.unique(a[~np.isin(a, list(mapping))]).tolist()
-    raise LabelError(
-        f"{source}: label values {unknown} are not in the {convention} convention "
-        f"(allowed {sorted(mapping)})"
-    )
+    top = max(mapping)
+    ok = a.size == 0 or (int(a.min()) >= 0 and int(a.max()) <= top)
+    if ok:
+        ok = not any((a == v).any() for v in range(top + 1) if v not in mapping)
+    if not ok:  # the error path only: list the offending values
+        unknown = np.unique(a[~np.isin(a, list(mapping))]).tolist()
+        raise LabelError(
+            f"{source}: label values {unknown} are not in the {convention} convention "
+            f"(allowed {sorted(mapping)})"
+        )
+    out = a.astype(np.uint8)  # values are within 0..top here, so nothing wraps
+    for disk, canon in mapping.items():
+        if disk != canon:
+            out[a == disk] = canon
+    return out
 
 
 def from_canonical(label: np.ndarray, convention: str) -> np.ndarray:
@@ -110,16 +104,39 @@ def labels_to_regions(label: np.ndarray, order: tuple[str, ...] = REGION_CHANNEL
     return np.stack([region_mask(label, r) for r in order])
 
 
-def regions_to_labels(regions: np.ndarray, order: tuple[str, ...] = REGION_CHANNELS) -> np.ndarray:
+#: how binary region masks become labels where they disagree (a TC voxel outside WT, say)
+LABEL_RULES = ("overwrite", "nested", "nvidia")
+
+
+def regions_to_labels(regions: np.ndarray, order: tuple[str, ...] = REGION_CHANNELS,
+                      rule: str = "overwrite") -> np.ndarray:
     """Binary region masks (3, H, W, D) in ``order`` -> canonical label map.
 
-    Nested assignment as in nnU-Net and NVIDIA's code: WT -> ED, then TC -> NCR,
-    then ET -> ET, each overwriting the previous, so ET wins where regions disagree.
+    ``rule`` decides where the masks disagree:
+
+    * ``"overwrite"`` (nnU-Net's region-based BraTS code): WT -> ED, then TC -> NCR, then
+      ET -> ET, each overwriting the previous, so any ET voxel is ET.
+    * ``"nested"`` (Futrega et al. 2021, Section 2.5): not WT -> background; else not TC
+      -> ED; else not ET -> NCR; else ET. TC counts only inside WT, ET only inside TC.
+    * ``"nvidia"`` (NVIDIA's public ``to_lbl``): WT -> NCR; WT and not TC -> ED; WT and ET
+      -> ET. TC and ET are gated by WT only.
     """
     idx = {r: i for i, r in enumerate(order)}
     regions = np.asarray(regions).astype(bool)
+    wt, tc, et = regions[idx["WT"]], regions[idx["TC"]], regions[idx["ET"]]
     out = np.zeros(regions.shape[1:], dtype=np.uint8)
-    out[regions[idx["WT"]]] = ED
-    out[regions[idx["TC"]]] = NCR
-    out[regions[idx["ET"]]] = ET
+    if rule == "overwrite":
+        out[wt] = ED
+        out[tc] = NCR
+        out[et] = ET
+    elif rule == "nested":
+        out[wt] = ED
+        out[wt & tc] = NCR
+        out[wt & tc & et] = ET
+    elif rule == "nvidia":
+        out[wt] = NCR
+        out[wt & ~tc] = ED
+        out[wt & et] = ET
+    else:
+        raise ValueError(f"unknown label rule {rule!r}; expected one of {LABEL_RULES}")
     return out

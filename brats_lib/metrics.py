@@ -121,11 +121,13 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 
 def evaluate_labels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None,
-                    regions: Iterable[str] = tuple(L.REGIONS)) -> dict[str, dict[str, float]]:
-    """Canonical label maps -> {region: {metric: value}} for ET, TC, WT."""
+                    regions: Iterable[str] = tuple(L.REGIONS), size: int | None = None) -> dict[str, dict[str, float]]:
+    """Canonical label maps -> {region: {metric: value}} for ET, TC, WT. ``size``: voxels
+    of the whole volume when the maps are a crop of it holding all tumour of both (for
+    specificity; everything outside is a true negative)."""
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
-    size = pred.size
+    size = pred.size if size is None else int(size)
     # every region lies inside the joint tumour box: work on that crop only (label maps
     # are non-negative, so ``pred | ref`` is non-zero exactly where either has tumour)
     union = (pred | ref) if pred.dtype.kind in "ub" and ref.dtype.kind in "ub" else (pred > 0) | (ref > 0)

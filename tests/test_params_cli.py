@@ -110,5 +110,16 @@ def test_evaluate_jobs_gives_the_same_table_and_checks_its_argument(phantom_root
     two = cli.evaluate_paths(pred, phantom_root, progress=False, jobs=2)
     assert one.equals(two) and list(one.index) == [c.case_id for c in cases]
     assert (one["Dice_WT"] < 1).all()
+    # the command scores the tumour box of the stored values only: the same values, bit for
+    # bit, as the metrics on the whole canonical volumes
+    from brats_lib.data import read_label_file
+    from brats_lib.metrics import evaluate_labels, to_frame
+
+    whole = {}
+    for k, c in enumerate(cases):
+        ref, img = read_label_file(c.label)
+        guess, _ = read_label_file(pred / f"{c.case_id}.nii.gz")
+        whole[c.case_id] = evaluate_labels(guess, ref, img.header.get_zooms()[:3])
+    assert to_frame(whole).equals(one)
     r = run_cli("evaluate", "--pred", str(pred), "--ref", str(phantom_root), "--jobs", "0")
     assert r.returncode == 2 and "--jobs must be at least 1" in r.stderr
