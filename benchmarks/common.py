@@ -9,7 +9,7 @@ import numpy as np
 import psutil
 
 from brats_lib import models
-from brats_lib.paths import REAL_DIR, REPO_ROOT
+from brats_lib.paths import REAL_DIR
 
 REAL = REAL_DIR
 #: the U-Net the benchmarks time on the CPU: the size the cpu profiles train

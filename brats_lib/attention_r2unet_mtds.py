@@ -1,7 +1,7 @@
 """Ma, Tang and Guo, "Multi-Task Deep Supervision on Attention R2U-Net for Brain Tumor
 Segmentation" (Frontiers in Oncology 2021): the experiment pipeline, read top to bottom
 beside Sections 2-3 of the paper. The paper's numeric tables and equations were lost in
-our copy; ``../shared/papers/NOTES.md`` rebuilds the equations from the prose.
+our copy; ``notebooks/papers.md`` rebuilds the equations from the prose.
 
 * Section 2 - networks: :mod:`brats_lib.models.attention_r2unet`.
 * Section 3.1.2 - every axial slice centre-cropped to 144 x 176; min-max normalisation

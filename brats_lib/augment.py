@@ -43,13 +43,9 @@ from .sampling import regions_on_device
 
 
 @dataclass
-class NnUNetAugmentation:
-    """Callable ``(image (C, X, Y, Z), label (X, Y, Z), rng) -> (image, label)``.
-
-    ``mri_channels``: how many leading channels are MRI (the rest, e.g. a one-hot
-    foreground channel, get spatial steps only). Probabilities and ranges default to
-    the paper's; ``scale=0`` disables every step (for ablations and tests).
-    """
+class NnUNetSteps:
+    """The paper's augmentation list (the table above): each step's probability and range;
+    ``mri_channels`` leading channels are MRI, the rest get the spatial steps only."""
 
     mri_channels: int = 4
     zoom_p: float = 0.15
@@ -63,6 +59,16 @@ class NnUNetAugmentation:
     brightness_range: tuple[float, float] = (0.7, 1.3)
     contrast_p: float = 0.15
     contrast_range: tuple[float, float] = (0.65, 1.5)
+
+
+@dataclass
+class NnUNetAugmentation(NnUNetSteps):
+    """Callable ``(image (C, X, Y, Z), label (X, Y, Z), rng) -> (image, label)``.
+
+    ``mri_channels``: how many leading channels are MRI (the rest, e.g. a one-hot
+    foreground channel, get spatial steps only). Probabilities and ranges default to
+    the paper's; ``scale=0`` disables every step (for ablations and tests).
+    """
 
     def __post_init__(self):
         lo, hi = self.brightness_range
@@ -169,7 +175,7 @@ class FlipAugmentation:
 
 
 @dataclass
-class DeviceNnUNetAugmentation:
+class DeviceNnUNetAugmentation(NnUNetSteps):
     """The steps of :class:`NnUNetAugmentation` on a batch, on whatever device it lives:
     ``(image (B, C, X, Y, Z), target (B, K, X, Y, Z) float regions, step) -> (image, target)``.
 
@@ -180,18 +186,6 @@ class DeviceNnUNetAugmentation:
     ``mri_channels`` (a one-hot foreground channel) get the spatial steps only.
     """
 
-    mri_channels: int = 4
-    zoom_p: float = 0.15
-    zoom_range: tuple[float, float] = (1.0, 1.4)
-    flip_p: float = 0.5
-    noise_p: float = 0.15
-    noise_sd: float = 0.33
-    blur_p: float = 0.15
-    blur_sigma: tuple[float, float] = (0.5, 1.5)
-    brightness_p: float = 0.15
-    brightness_range: tuple[float, float] = (0.7, 1.3)
-    contrast_p: float = 0.15
-    contrast_range: tuple[float, float] = (0.65, 1.5)
     seed: int = 0
 
     def _generator(self, device: torch.device, step: int) -> torch.Generator:

@@ -33,7 +33,7 @@ from scipy import stats
 from . import labels as L
 from . import params as params_mod
 from . import postprocess
-from .complexity import _count, count_parameters
+from .complexity import count_parameters, forward_macs
 from .data import LoadedCase
 
 
@@ -70,14 +70,55 @@ def method_params(method: Method, profile: str, shared: dict, overrides: dict | 
 
 @dataclass
 class Fitted:
-    """A method trained on one fold."""
+    """A method trained on one fold, behind one prediction path for every method.
+
+    ``probabilities(case)`` gives the method's own probability maps (its channels, whole
+    volume, background outside what it segments) without test-time flips;
+    ``to_labels(probs, case)`` applies the method's own rule and post-processing.
+    :meth:`predict` averages ``probabilities`` over the same flips for every method, then
+    labels: the test-time budget is the comparison's, not each paper's."""
     method: Method
-    predict: Callable[[LoadedCase], np.ndarray]   # raw case -> canonical labels (full size)
+    probabilities: Callable[[LoadedCase], np.ndarray]
+    to_labels: Callable[[np.ndarray, LoadedCase], np.ndarray]
     networks: list[nn.Module]                      # every network inference runs
     inputs: list[tuple[int, ...]]                  # each network's input (C, *patch) for MAC counts
     out_voxels: list[int]                          # voxels each forward pass predicts
     epoch_seconds: float                           # mean wall time of one training epoch
     train_seconds: float
+
+    def predict(self, lc: LoadedCase, tta: int = 1) -> np.ndarray:
+        """Canonical labels of a raw case with ``tta`` flips (1, 4 or 8) of the whole volume."""
+        return self.to_labels(flip_average(self.probabilities, lc, tta), lc)
+
+
+def flip_average(probabilities: Callable[[LoadedCase], np.ndarray], lc: LoadedCase, tta: int = 1) -> np.ndarray:
+    """Test-time flips of the whole case, the same for every method: the raw image flipped
+    along each combination of ``tta`` (:func:`~brats_lib.inference.parse_flips`), the
+    method's probability maps flipped back and averaged."""
+    from .inference import parse_flips
+
+    total = None
+    flips = parse_flips(tta)
+    for f in flips:
+        axes = tuple(a - 1 for a in f)  # tensor dims 2, 3, 4 -> image axes 1, 2, 3 (C, H, W, D)
+        case = dataclasses.replace(lc, image=np.ascontiguousarray(np.flip(lc.image, axes)) if f else lc.image,
+                                   label=None)
+        prob = probabilities(case)
+        prob = np.flip(prob, axes) if f else prob
+        total = prob.astype(np.float32, copy=True) if total is None else total + prob
+    return total / len(flips)
+
+
+def inner_split(cases: Sequence[LoadedCase], fraction: float, seed: int) -> tuple[list[LoadedCase], list[LoadedCase]]:
+    """(training, selection) cases: a seeded draw of ``fraction`` of a fold's training cases
+    (at least one) on which methods choose learning rates, checkpoints and thresholds, so
+    that nothing is tuned on the cases it is scored on."""
+    cases = sorted(cases, key=lambda c: c.case_id)
+    if len(cases) < 2:
+        raise ValueError(f"an inner selection split needs at least 2 training cases, got {len(cases)}")
+    n = min(max(1, int(round(fraction * len(cases)))), len(cases) - 1)
+    pick = set(np.random.default_rng([seed, 104729]).permutation(len(cases))[:n].tolist())
+    return [c for i, c in enumerate(cases) if i not in pick], [c for i, c in enumerate(cases) if i in pick]
 
 
 def _epoch_seconds(logs: Sequence[pd.DataFrame]) -> float:
@@ -85,58 +126,60 @@ def _epoch_seconds(logs: Sequence[pd.DataFrame]) -> float:
     return float(np.mean(times)) if times else float("nan")
 
 
-def _hnfnetv2(m: Method, k: int, train: list[LoadedCase], val: list[LoadedCase], p, out: Path, tta: int, device):
+def _hnfnetv2(m: Method, k: int, train: list[LoadedCase], select: list[LoadedCase], p, out: Path, device):
     from . import hnfnetv2 as HN
 
     net_name = HN.ROWS[m.row]
-    res = HN.train_fold(net_name, k, train, val, p, out, device)
+    res = HN.train_fold(net_name, k, train, select, p, out, device)
     net = HN.load_final(res, net_name, p).to(device or "cpu")
-    return Fitted(m, lambda lc: HN.predict(net, lc, p, tta=tta, device=device)[0], [net],
+    return Fitted(m, lambda lc: HN.predict(net, lc, p, tta=1, post=False, device=device)[1],
+                  lambda probs, lc: HN.to_labels(probs, p), [net],
                   [(4, *p.patch_size)], [int(np.prod(p.patch_size))], _epoch_seconds([res.log]), 0.0)
 
 
-def _optimized_unet(m: Method, k: int, train, val, p, out: Path, tta: int, device):
+def _optimized_unet(m: Method, k: int, train, select, p, out: Path, device):
     from . import optimized_unet as OU
 
     run = OU.RUNS[m.row]
-    res, _ = OU.train_fold(m.row, k, train, val, p, out, device)
-    nets = [n.to(device or "cpu") for n in OU.load_ensemble(res, run, p)]
+    res, _ = OU.train_fold(m.row, k, train, select, p, out, device)
+    net = OU.load_ensemble(res, run, p)[0].to(device or "cpu")  # the best checkpoint alone: no ensembles here
 
-    def predict(lc):  # the submitted pipeline: paper thresholds and ET post-processing (Section 2.5)
-        labels, probs = OU.predict(nets, lc, run, p, tta=tta, thresholds=OU.PAPER_THRESHOLDS, device=device)
-        return postprocess.optimized_unet(labels, probs, **OU.PAPER_POSTPROCESS)
+    def to_labels(probs, lc):  # the submitted rule: paper thresholds and ET post-processing (Section 2.5)
+        return postprocess.optimized_unet(OU.to_labels(probs, OU.PAPER_THRESHOLDS, p), probs, **OU.PAPER_POSTPROCESS)
 
-    c = run.in_channels
-    return Fitted(m, predict, nets, [(c, *p.patch_size)] * len(nets), [int(np.prod(p.patch_size))] * len(nets),
-                  _epoch_seconds([res.log]), 0.0)
+    return Fitted(m, lambda lc: OU.predict(net, lc, run, p, tta=1, device=device)[1], to_labels, [net],
+                  [(run.in_channels, *p.patch_size)], [int(np.prod(p.patch_size))], _epoch_seconds([res.log]), 0.0)
 
 
-def _attention_r2unet(m: Method, k: int, train, val, p, out: Path, tta: int, device):
+def _attention_r2unet(m: Method, k: int, train, select, p, out: Path, device):
     from . import attention_r2unet_mtds as AR
 
     res = AR.train(m.row, k, train, p, out, device)
     net = AR.load_final(res, m.row, p).to(device or "cpu")
 
-    def predict(lc):  # slice by slice, 3D post-processing of WT (Section 3.4)
-        probs = AR.predict_case(net, lc, p, device)
+    def to_labels(probs, lc):  # 3D post-processing of WT (Section 3.4)
         return AR.labels_from_masks(AR.masks_from_probabilities(probs, True, p.post_fraction))
 
-    return Fitted(m, predict, [net], [(4, *p.crop)], [int(np.prod(p.crop))], _epoch_seconds([res.log]), 0.0)
+    return Fitted(m, lambda lc: AR.predict_case(net, lc, p, device), to_labels, [net], [(4, *p.crop)],
+                  [int(np.prod(p.crop))], _epoch_seconds([res.log]), 0.0)
 
 
-def _omnet(m: Method, k: int, train, val, p, out: Path, tta: int, device):
+def _omnet(m: Method, k: int, train, select, p, out: Path, device):
     from . import omnet_cga as OM
 
     row = OM.ROWS[m.row]
+    if row.kind == "mc":
+        raise ValueError(f"{m.label}: the comparison runs one-pass OM-Net rows; {row.label} is a cascade")
     res = OM.train_row(OM.ROWS[row.trained_as or row.label], [OM.task_case(lc) for lc in train], p, out,
                        seed=p.seed + 1000 * k, device=device)
     nets = res.nets
     centre = int(np.prod(p.tile_centre))
-    return Fitted(m, lambda lc: OM.predict(row, nets, lc, p, device), nets, [(4, *p.patch_size)] * len(nets),
-                  [centre] * len(nets), _epoch_seconds(res.logs), 0.0)
+    return Fitted(m, lambda lc: OM.probabilities(nets, lc, p, device),
+                  lambda probs, lc: OM.labels_from_probabilities(row, probs, lc, p), nets,
+                  [(4, *p.patch_size)] * len(nets), [centre] * len(nets), _epoch_seconds(res.logs), 0.0)
 
 
-def _cross_modality(m: Method, k: int, train, val, p, out: Path, tta: int, device):
+def _cross_modality(m: Method, k: int, train, select, p, out: Path, device):
     from . import cross_modality as CM
 
     row = CM.ROWS[m.row]
@@ -144,7 +187,8 @@ def _cross_modality(m: Method, k: int, train, val, p, out: Path, tta: int, devic
     pre = CM.pretrain(row.init, cases, p, out / "pretrain", seed=p.seed + 1000 * k, pairing=row.pairing, device=device)
     res = CM.train_row(row, pre, cases, p, out / "cmff", seed=p.seed + 1000 * k + 1, device=device)
     net = res.net
-    return Fitted(m, lambda lc: CM.predict(net, lc, p, device), [net], [(4, *p.patch_size)],
+    return Fitted(m, lambda lc: CM.probabilities(net, lc, p, device),
+                  lambda probs, lc: np.argmax(probs, axis=0).astype(np.uint8), [net], [(4, *p.patch_size)],
                   [int(np.prod(p.patch_size))], _epoch_seconds([res.log]), 0.0)
 
 
@@ -152,13 +196,15 @@ TRAINERS = {"hnfnetv2": _hnfnetv2, "optimized_unet": _optimized_unet, "attention
             "omnet_cga": _omnet, "cross_modality": _cross_modality}
 
 
-def train(method: Method, fold: int, train_cases: Sequence[LoadedCase], val_cases: Sequence[LoadedCase], p,
-          out_dir: str | Path, tta: int = 1, device=None) -> Fitted:
-    """Train ``method`` on one fold with its paper's module and parameters ``p``; the
-    returned :class:`Fitted` predicts raw cases with ``tta`` flips where the method's
-    inference has test-time augmentation."""
+def train(method: Method, fold: int, train_cases: Sequence[LoadedCase], p, out_dir: str | Path,
+          selection_fraction: float = 0.2, seed: int = 0, device=None) -> Fitted:
+    """Train ``method`` on one fold's training cases with its paper's module and parameters
+    ``p``. Every method trains on the same :func:`inner_split` of them; the methods that
+    select (a learning rate, checkpoints) do so on its selection cases only, never on the
+    fold's validation cases, which score them."""
     t0 = time.time()
-    fitted = TRAINERS[method.notebook](method, fold, list(train_cases), list(val_cases), p, Path(out_dir), tta, device)
+    inner, select = inner_split(train_cases, selection_fraction, seed + fold)
+    fitted = TRAINERS[method.notebook](method, fold, inner, select, p, Path(out_dir), device)
     fitted.train_seconds = time.time() - t0
     for n in fitted.networks:
         n.eval()
@@ -167,15 +213,42 @@ def train(method: Method, fold: int, train_cases: Sequence[LoadedCase], val_case
 
 # ------------------------------------------------------------------ sizes, time, memory
 def sizes(fitted: Fitted) -> dict[str, float]:
-    """Parameters (all networks) and MACs of one forward pass of each network, per
-    predicted voxel and scaled to a 128^3 volume (comparable across 2D and 3D methods)."""
+    """Parameters (all networks) and network MACs per predicted voxel: each network's MACs
+    for one forward pass over the voxels that pass predicts, summed over the networks of
+    one prediction (comparable across 2D and 3D methods; no overlap, no flips)."""
     macs_per_voxel = 0.0
     for net, shape, vox in zip(fitted.networks, fitted.inputs, fitted.out_voxels):
         device = next(net.parameters()).device
-        macs, _ = _count(net, torch.zeros((1, *shape), device=device))
-        macs_per_voxel += macs / vox
+        macs_per_voxel += forward_macs(net, torch.zeros((1, *shape), device=device)) / vox
     return {"params (M)": sum(count_parameters(n, trainable_only=False) for n in fitted.networks) / 1e6,
-            "GMACs per 128^3": macs_per_voxel * 128 ** 3 / 1e9}
+            "network kMACs / voxel": macs_per_voxel / 1e3}
+
+
+def inference_macs(fitted: Fitted, lc: LoadedCase, tta: int = 1) -> float:
+    """MACs per voxel of the case that one whole prediction costs, counted as it runs:
+    every forward pass of every network (sliding-window overlap, overlap tiles, cascades,
+    slices, flips) at its own input size, divided by the voxels of the volume."""
+    counts: dict[tuple[int, tuple[int, ...]], int] = {}
+
+    def hook(i):
+        def count(module, args):
+            x = args[0]
+            # the CPU runs a batch of one as an expanded batch of two (brats_lib.inference._forward)
+            n = 1 if x.shape[0] == 2 and x.stride(0) == 0 else int(x.shape[0])
+            counts[i, tuple(x.shape[1:])] = counts.get((i, tuple(x.shape[1:])), 0) + n
+        return count
+
+    handles = [net.register_forward_pre_hook(hook(i)) for i, net in enumerate(fitted.networks)]
+    try:
+        fitted.predict(lc, tta)
+    finally:
+        for h in handles:
+            h.remove()
+    total = 0
+    for (i, shape), n in counts.items():
+        net = fitted.networks[i]
+        total += n * forward_macs(net, torch.zeros((1, *shape), device=next(net.parameters()).device))
+    return total / float(np.prod(lc.image.shape[1:]))
 
 
 def peak_memory(fn: Callable[[], object], device=None) -> tuple[object, float]:

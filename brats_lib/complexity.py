@@ -31,6 +31,11 @@ def _count(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     return counter.get_total_flops() // 2, conv // 2
 
 
+def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs (all operations) of one forward pass of ``model`` on ``x``."""
+    return int(_count(model, x)[0])
+
+
 def complexity(name: str, patch: Sequence[int] = (128, 128, 128), in_channels: int = 4,
                batch: int = 1, **kwargs) -> dict:
     """Build ``name`` from the registry and count parameters and MACs for one forward

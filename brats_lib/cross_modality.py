@@ -105,7 +105,7 @@ PAPER_TABLE2 = _table({
     "Ours_self": [.751, .898, .779, .809, .785, .884, .768, .812, 3.161, 4.775, 7.238, 5.058],
     "Ours": [.757, .900, .828, .828, .756, .904, .792, .817, 3.170, 5.155, 6.999, 5.108],
 })
-#: Table 4 (BraTS 2018 validation set, 66 cases; the text's header is garbled, NOTES.md: ET, WT, TC, Average)
+#: Table 4 (BraTS 2018 validation set, 66 cases; the text's header is garbled, notebooks/papers.md: ET, WT, TC, Average)
 PAPER_TABLE4 = _table({
     "S_A": [.786, .807, .812, .802, .862, .816, .826, .835, 4.350, 10.060, 9.670, 8.027],
     "S_B": [.444, .898, .704, .682, .468, .905, .708, .694, 11.164, 5.212, 9.895, 8.757],
@@ -161,7 +161,7 @@ def tumour_patches(cases: Sequence[tuple[np.ndarray, np.ndarray]], p, seed: int)
     """Patches of ``p.patch_size`` centred on a random tumour voxel (Sec. 4.1: "within the
     brain tumor area"), with their canonical labels."""
     return PatchDataset(cases, p.patch_size, p.steps_per_epoch * p.batch_size, fg_prob=1.0, target="labels",
-                        seed=seed)
+                        seed=seed, passes=p.epoch_pass)
 
 
 # ------------------------------------------------------------------ pre-training (CMFT and its alternatives)
@@ -450,6 +450,16 @@ def predict(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p, device=Non
                              overlap=p.overlap if overlap is None else overlap, tta=p.tta,
                              device=device, sw_batch_size=p.sw_batch_size)
     return labels
+
+
+def probabilities(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p, device=None) -> np.ndarray:
+    """Softmax probabilities (4, H, W, D) of one raw case as :func:`predict` computes them,
+    without test-time flips."""
+    for n in nets if isinstance(nets, (list, tuple)) else [nets]:
+        n.to(device or "cpu")
+    _, probs = predict_case(nets, lc.image, p.patch_size, output="softmax", overlap=p.overlap, tta=1,
+                            device=device, sw_batch_size=p.sw_batch_size)
+    return probs
 
 
 def timed_predict(nets, lc: LoadedCase, p, device=None) -> tuple[np.ndarray, float]:

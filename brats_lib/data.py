@@ -277,6 +277,49 @@ def _check_geometry(cid, path, shape, affine, ref_shape, ref_affine):
         raise CaseError(cid, path, f"affine differs from the case's beyond tolerance {AFFINE_TOLERANCE}")
 
 
+_COLLECTION = re.compile(r"^[^_]+_([A-Za-z]+\d*|\d{4})_")
+
+
+def case_strata(cases: list[Case]) -> dict[str, str]:
+    """Case id -> group for a stratified hold-out: the tumour grade where the dataset
+    records it (BraTS 2018-2019 ``HGG/`` and ``LGG/`` folders; BraTS 2020
+    ``name_mapping.csv``, column ``Grade``), else the collection in the id
+    (``Brats18_TCIA09_...`` -> ``TCIA09``, ``Brats18_2013_...`` -> ``2013``), else one group."""
+    out = {}
+    mappings: dict[Path, dict[str, str]] = {}
+    for c in cases:
+        grade = None
+        for parent in c.folder.parents:
+            if parent.name.upper() in ("HGG", "LGG"):
+                grade = parent.name.upper()
+                break
+            csv_path = parent / "name_mapping.csv"
+            if csv_path.is_file():
+                if csv_path not in mappings:
+                    mappings[csv_path] = _grades_from_mapping(csv_path)
+                grade = mappings[csv_path].get(c.case_id)
+                break
+        if grade is None:
+            m = _COLLECTION.match(c.case_id)
+            grade = m.group(1) if m else ""
+        out[c.case_id] = grade
+    return out
+
+
+def _grades_from_mapping(path: Path) -> dict[str, str]:
+    """BraTS 2020's ``name_mapping.csv``: subject id -> grade (HGG / LGG)."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    # columns BraTS_2017_subject_ID ... BraTS_2020_subject_ID: the newest names the folders
+    id_cols = [k for k in (rows[0] if rows else {}) if "subject_id" in k.lower() and "brats" in k.lower()]
+    if not id_cols or "Grade" not in rows[0]:
+        return {}
+    id_col = sorted(id_cols)[-1]
+    return {r[id_col]: r["Grade"] for r in rows if r.get(id_col)}
+
+
 def open_source(data_dir: str | Path | None, phantom_cases: int, seed: int = 0,
                 phantom_shape=(96, 96, 96), progress: bool = False) -> tuple[list[Case], str]:
     """The cases a notebook works on, and a description of their source for the manifest.

@@ -30,7 +30,7 @@ import torch.nn as nn
 from . import losses, models, postprocess
 from .augment import HNFNetAugmentation
 from .data import LoadedCase
-from .inference import predict_case, prepare_image, save_predictor, validation_fn
+from .inference import predict_case, prepare_image, probabilities_to_labels, save_predictor, validation_fn
 from .sampling import PatchDataset
 from .training import FitResult, TrainConfig, fit, load_weights
 
@@ -109,7 +109,7 @@ def patch_dataset(cases: Sequence[LoadedCase], p, seed: int) -> PatchDataset:
     with the paper's augmentation, targets = WT, TC, ET masks."""
     aug = HNFNetAugmentation() if p.augment else None
     return PatchDataset([network_input(lc) for lc in cases], p.patch_size, p.steps_per_epoch * p.batch_size,
-                        fg_prob=p.fg_prob, target="regions", transform=aug, seed=seed)
+                        fg_prob=p.fg_prob, target="regions", transform=aug, seed=seed, passes=p.epoch_pass)
 
 
 def overlap_from_stride(patch: Sequence[int], stride: Sequence[int]) -> list[float]:
@@ -137,6 +137,13 @@ def predict(model, lc: LoadedCase, p, tta=None, post: bool = True, device=None):
                         amp=bool(p.amp and torch.cuda.is_available()), **inference_settings(p))
 
 
+def to_labels(probs: np.ndarray, p, post: bool = True) -> np.ndarray:
+    """Region probabilities (WT, TC, ET) -> labels as :func:`predict` does: thresholds 0.5,
+    then (``post``) the ET-volume rule."""
+    labels = probabilities_to_labels(probs, "sigmoid", inference_settings(p)["thresholds"])
+    return postprocess.hnfnetv2(labels, probs, p.min_et) if post else labels
+
+
 def validation(cases: Sequence[LoadedCase], p, device=None):
     """``val_fn`` for :func:`~brats_lib.training.fit` (training curves): mean Dice per region
     over whole validation cases, Section 4.1 inference without TTA and post-processing."""
@@ -151,6 +158,7 @@ def train_config(p) -> TrainConfig:
     """Section 4.1: Adam (0.9, 0.999), linear warm-up then poly (0.9) decay, L2 weight decay."""
     return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, optimizer="adam", lr=p.lr, betas=(0.9, 0.999),
                        weight_decay=p.weight_decay, schedule="poly", poly_power=0.9, warmup_epochs=p.warmup_epochs,
+                       schedule_per_epoch=True,
                        val_every=p.val_every, best_metric="dice_mean", keep_best=1, amp=p.amp,
                        num_workers=p.num_workers, seed=p.seed, progress=p.progress)
 

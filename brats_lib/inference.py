@@ -133,16 +133,17 @@ def sliding_window_probabilities(
 
 
 def probabilities_to_labels(prob: np.ndarray, output: str = "sigmoid",
-                            thresholds: Sequence[float] = (0.5, 0.5, 0.5)) -> np.ndarray:
+                            thresholds: Sequence[float] = (0.5, 0.5, 0.5), label_rule: str = "overwrite") -> np.ndarray:
     """(C, X, Y, Z) probabilities -> canonical labels.
 
     ``sigmoid``: channels WT, TC, ET, each thresholded (``thresholds`` in that order),
-    then nested as :func:`brats_lib.labels.regions_to_labels`. ``softmax``: argmax over
-    canonical classes 0..3.
+    then turned into labels by ``label_rule`` (:func:`brats_lib.labels.regions_to_labels`:
+    ``"overwrite"``, ``"nested"`` or ``"nvidia"``). ``softmax``: argmax over canonical
+    classes 0..3.
     """
     if output == "sigmoid":
         thr = np.asarray(thresholds, dtype=np.float32).reshape(-1, *([1] * (prob.ndim - 1)))
-        return L.regions_to_labels(prob > thr)
+        return L.regions_to_labels(prob > thr, rule=label_rule)
     if output == "softmax":
         return np.argmax(prob, axis=0).astype(np.uint8)
     raise ValueError(f"unknown output activation {output!r}")
@@ -159,7 +160,7 @@ def prepare_image(image: np.ndarray, normalisation: str = "zscore", foreground: 
         img = image[(slice(None),) + box.slices]
     else:
         img, _, box = P.crop_to_brain(image, None, margin=crop_margin)
-    kwargs = {"clip_percentiles": clip_percentiles} if normalisation == "zscore" else {}
+    kwargs = {"clip_percentiles": clip_percentiles} if normalisation.startswith("zscore") else {}
     x = P.normalise(img, normalisation, **kwargs)
     if foreground:
         x = np.concatenate([x, P.foreground_channel(x if foreground == "all_positive" else img, foreground)])
@@ -171,25 +172,28 @@ def predict_case(model: nn.Module | Sequence[nn.Module], image: np.ndarray, roi_
                  tta=None, normalisation: str = "zscore", foreground: str | None = None,
                  clip_percentiles=None, device=None, sw_batch_size: int = 2,
                  postprocess: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None, amp: bool = False,
-                 centre_crop: Sequence[int] | None = None):
+                 centre_crop: Sequence[int] | None = None, label_rule: str = "overwrite", tta_mode: str = "window"):
     """Segment one raw case (4, H, W, D). Returns (canonical labels (H, W, D), probabilities
     (C, H, W, D) at full size). The case is cropped to the brain (or to ``centre_crop``)
     before sliding and the probabilities put back with background outside.
     ``postprocess(labels, probs)`` runs on the full-size result. A list of models is an
-    ensemble: probabilities are averaged. ``overlap`` may be one fraction per axis."""
+    ensemble: probabilities are averaged. ``overlap`` may be one fraction per axis.
+    ``label_rule``: see :func:`probabilities_to_labels`; ``tta_mode``: flips per window
+    (``"window"``) or of the whole (cropped) volume (``"image"``), see
+    :func:`sliding_window_probabilities`."""
     for m in model if isinstance(model, (list, tuple)) else [model]:
         m.eval()
     x, box = prepare_image(image, normalisation, foreground, clip_percentiles, centre_crop=centre_crop)
     t = torch.from_numpy(x)[None]
     prob = sliding_window_probabilities(model, t, roi_size, overlap, mode, tta, output, sw_batch_size, device,
-                                        amp=amp)[0].numpy()
+                                        tta_mode=tta_mode, amp=amp)[0].numpy()
     background = np.zeros(prob.shape[0], np.float32)
     if output == "softmax":
         background[0] = 1.0
     full = np.empty((prob.shape[0],) + tuple(box.full_shape), np.float32)
     for c in range(prob.shape[0]):
         full[c] = P.uncrop(prob[c], box, fill=float(background[c]))
-    labels = probabilities_to_labels(full, output, thresholds)
+    labels = probabilities_to_labels(full, output, thresholds, label_rule)
     if postprocess is not None:
         labels = postprocess(labels, full)
     return labels, full
@@ -204,7 +208,8 @@ def write_prediction(path: str | Path, labels: np.ndarray, affine: np.ndarray, h
 def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thresholds=(0.5, 0.5, 0.5),
                   overlap: float = 0.5, tta=None, normalisation: str = "zscore", foreground: str | None = None,
                   clip_percentiles=None, device=None, postprocess=None, amp: bool = False,
-                  centre_crop: Sequence[int] | None = None, mode: str = "gaussian", sw_batch_size: int = 2):
+                  centre_crop: Sequence[int] | None = None, mode: str = "gaussian", sw_batch_size: int = 2,
+                  label_rule: str = "overwrite"):
     """A ``val_fn`` for :func:`brats_lib.training.fit`: segment whole validation cases and
     return mean Dice per region (``dice_ET``, ``dice_TC``, ``dice_WT``) and ``dice_mean``.
 
@@ -217,7 +222,8 @@ def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thres
         for lc in cases:
             labels, _ = predict_case(model, lc.image, roi_size, output, thresholds, overlap, mode, tta,
                                      normalisation, foreground, clip_percentiles, device, sw_batch_size,
-                                     postprocess=postprocess, amp=amp, centre_crop=centre_crop)
+                                     postprocess=postprocess, amp=amp, centre_crop=centre_crop,
+                                     label_rule=label_rule)
             for r in L.REGIONS:
                 scores[r].append(dice(L.region_mask(labels, r), L.region_mask(lc.label, r)))
         out = {f"dice_{r}": float(np.mean(v)) for r, v in scores.items()}
@@ -232,7 +238,8 @@ def validation_fn(cases, roi_size: Sequence[int], output: str = "sigmoid", thres
 PREDICTOR_KEYS = ("model", "model_kwargs", "roi_size", "output", "thresholds", "overlap", "tta", "normalisation",
                   "foreground", "postprocess", "postprocess_kwargs")
 #: keys added later, with the value that files written without them mean
-PREDICTOR_DEFAULTS = {"mode": "gaussian", "centre_crop": None, "clip_percentiles": None}
+PREDICTOR_DEFAULTS = {"mode": "gaussian", "centre_crop": None, "clip_percentiles": None, "label_rule": "overwrite",
+                      "tta_mode": "window"}
 
 
 def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, model_kwargs: dict,
@@ -240,7 +247,8 @@ def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, m
                    overlap: float = 0.5, tta: int = 8, normalisation: str = "zscore", foreground: str | None = None,
                    postprocess: str | None = None, postprocess_kwargs: dict | None = None, mode: str = "gaussian",
                    centre_crop: Sequence[int] | None = None,
-                   clip_percentiles: Sequence[float] | None = None) -> Path:
+                   clip_percentiles: Sequence[float] | None = None, label_rule: str = "overwrite",
+                   tta_mode: str = "window") -> Path:
     """Write a trained model (one network or an ensemble) and every inference setting
     it needs to one file, readable with ``torch.load(weights_only=True)``.
 
@@ -258,7 +266,8 @@ def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, m
                            normalisation=normalisation, foreground=foreground, postprocess=postprocess,
                            postprocess_kwargs=dict(postprocess_kwargs or {}), mode=mode,
                            centre_crop=None if centre_crop is None else [int(c) for c in centre_crop],
-                           clip_percentiles=None if clip_percentiles is None else [float(c) for c in clip_percentiles])
+                           clip_percentiles=None if clip_percentiles is None else [float(c) for c in clip_percentiles],
+                           label_rule=label_rule, tta_mode=tta_mode)
 
 
 def load_predictor(path: str | Path, device=None) -> tuple[list[nn.Module], dict]:
@@ -299,4 +308,5 @@ def predict_with(nets: Sequence[nn.Module], settings: dict, image: np.ndarray, d
     return predict_case(list(nets), image, settings["roi_size"], settings["output"], settings["thresholds"],
                         settings["overlap"], settings["mode"], settings["tta"] if tta is None else tta,
                         settings["normalisation"], settings["foreground"], settings["clip_percentiles"], device=device,
-                        postprocess=fn, centre_crop=settings["centre_crop"])
+                        postprocess=fn, centre_crop=settings["centre_crop"], label_rule=settings["label_rule"],
+                        tta_mode=settings["tta_mode"])

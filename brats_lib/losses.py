@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss, GeneralizedDiceLoss
+from monai.losses import DiceCELoss, DiceLoss, FocalLoss, GeneralizedDiceLoss
 
 
 class GeneralizedDiceBCE(nn.Module):
@@ -26,15 +26,48 @@ class GeneralizedDiceBCE(nn.Module):
         return self.gdl(logits, target) + F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
 
 
+class RegionDicePlus(nn.Module):
+    """Each sigmoid region optimised separately, the losses summed over regions
+    (Futrega et al. 2021, Section 2.4; NVIDIA's code)::
+
+        L = sum over regions r of [ Dice_r(sigmoid(logits_r), y_r) + pointwise_r(logits_r, y_r) ]
+
+    Dice_r is MONAI's sigmoid Dice loss of channel r, batched (one Dice over all samples of
+    the batch) when ``batch_dice``; pointwise_r is the mean over the batch and voxels of
+    binary cross-entropy with logits (``"bce"``) or the sigmoid focal loss, gamma 2
+    (``"focal"``), of channel r. Every voxel, background included, gets a gradient from
+    the pointwise term. MONAI's ``DiceCELoss(sigmoid=True)`` differs on three channels: it
+    applies softmax cross-entropy across the channels and averages over the regions.
+    """
+
+    def __init__(self, pointwise: str = "bce", batch_dice: bool = True):
+        super().__init__()
+        if pointwise not in ("bce", "focal"):
+            raise ValueError(f"pointwise loss must be 'bce' or 'focal', got {pointwise!r}")
+        self.dice = DiceLoss(sigmoid=True, batch=batch_dice, reduction="none", smooth_nr=1e-5, smooth_dr=1e-5)
+        self.focal = FocalLoss(gamma=2.0, use_softmax=False, reduction="none") if pointwise == "focal" else None
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.to(logits.dtype)
+        per_region_dice = self.dice(logits, target).reshape(-1, logits.shape[1]).mean(0)  # (C,)
+        if self.focal is None:
+            point = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        else:
+            point = self.focal(logits, target)
+        per_region_point = point.transpose(0, 1).reshape(logits.shape[1], -1).mean(1)  # (C,)
+        return (per_region_dice + per_region_point).sum()
+
+
 def region_loss(kind: str = "dice_bce", batch_dice: bool = True) -> nn.Module:
-    """Dice + BCE (``"dice_bce"``), Dice + Focal, gamma 2 (``"dice_focal"``) or generalized
-    Dice + BCE (``"gdl_bce"``) on sigmoid regions."""
+    """On sigmoid regions: Dice + BCE (``"dice_bce"``) or Dice + Focal, gamma 2
+    (``"dice_focal"``), each per region and summed (:class:`RegionDicePlus`), or
+    generalized Dice + BCE (``"gdl_bce"``)."""
     if kind == "gdl_bce":
         return GeneralizedDiceBCE(batch_dice)
     if kind == "dice_bce":
-        return DiceCELoss(sigmoid=True, batch=batch_dice, smooth_nr=1e-5, smooth_dr=1e-5)
+        return RegionDicePlus("bce", batch_dice)
     if kind == "dice_focal":
-        return DiceFocalLoss(sigmoid=True, batch=batch_dice, gamma=2.0, smooth_nr=1e-5, smooth_dr=1e-5)
+        return RegionDicePlus("focal", batch_dice)
     raise ValueError(f"unknown region loss {kind!r}; expected 'dice_bce', 'dice_focal' or 'gdl_bce'")
 
 

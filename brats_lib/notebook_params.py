@@ -76,6 +76,11 @@ class OptimizedUNetParams:
     vae_weight: float = 0.1
     #: "brain" (the paper's foreground) or "all_positive" (NVIDIA's code)
     onehot_mode: str = "brain"
+    #: regions -> labels: "nested" (the paper, Section 2.5), "nvidia" (NVIDIA's to_lbl: TC and
+    #: ET gated by WT only) or "overwrite" (nnU-Net)
+    label_rule: str = "nested"
+    #: test-time flips of the whole volume ("image", the paper) or of each window ("window")
+    tta_mode: str = "image"
     augment: bool = True
     #: augment batches on the training device (tensor ops, as NVIDIA's DALI pipeline) instead
     #: of per patch in the loader; trilinear instead of cubic zoom
@@ -92,6 +97,9 @@ class OptimizedUNetParams:
     overlap: float = 0.5
     threshold_grid: list[float] = field(default_factory=lambda: [round(0.3 + 0.05 * i, 2) for i in range(9)])
     min_total_grid: list[int] = field(default_factory=lambda: list(range(0, 101)))
+    #: an epoch is a shuffled pass over the training cases (one patch each, cycling when
+    #: steps_per_epoch x batch_size exceeds them), as the paper counts epochs
+    epoch_pass: bool = True
 
 
 @schema("hnfnetv2")
@@ -151,6 +159,9 @@ class HNFNetv2Params:
     amp: bool = True
     num_workers: int = 0
     progress: bool = True
+    #: an epoch is a shuffled pass over the training cases (one patch each, cycling when
+    #: steps_per_epoch x batch_size exceeds them), as the paper counts epochs
+    epoch_pass: bool = True
 
 
 @schema("attention_r2unet_mtds")
@@ -221,7 +232,7 @@ class OMNetParams:
     #: kept centre of the tiles on real cases (None: tile_centre; the cpu profile keeps whole
     #: patches there, a 240 x 240 x 155 case otherwise needs ~1800 tiles per network)
     real_tile_centre: list[int] | None = None
-    #: post-processing: tau_VOL = min(tau_max, tau_fraction * V_max) (NOTES.md's guess 2000, 0.1)
+    #: post-processing: tau_VOL = min(tau_max, tau_fraction * V_max) (notebooks/papers.md's guess 2000, 0.1)
     #: and the per-component ET volume under which K-means may run (paper 1000)
     tau_max: float = 2000
     tau_fraction: float = 0.1
@@ -238,6 +249,9 @@ class OMNetParams:
     amp: bool = True
     num_workers: int = 0
     progress: bool = True
+    #: the cascade's third network trains this fraction of steps_per_epoch per epoch
+    #: (Section IV-C: 400k, 400k and 200k patches for the three tasks)
+    task3_fraction: float = 0.5
 
 
 @schema("cross_modality")
@@ -284,6 +298,9 @@ class CrossModalityParams:
     amp: bool = True
     num_workers: int = 0
     progress: bool = True
+    #: an epoch is a shuffled pass over the training cases (one patch each, cycling when
+    #: steps_per_epoch x batch_size exceeds them), as the paper counts epochs
+    epoch_pass: bool = True
 
 
 @schema("comparison")
@@ -302,8 +319,11 @@ class ComparisonParams:
     methods: list[str]
     #: per method label, values replacing its paper profile's (same profile name as this one)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: test-time flips for every method whose inference has them (the same budget for all)
+    #: test-time flips of the whole volume, the same for every method (1, 4 or 8)
     tta: int = 1
+    #: share of each fold's training cases held back for the methods' own selections
+    #: (learning rate, checkpoints); every method trains on the rest
+    selection_fraction: float = 0.2
     #: measure peak memory on this many validation cases per method (0 = skip; the CPU
     #: profiler slows inference down)
     memory_cases: int = 1

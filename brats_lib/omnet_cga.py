@@ -93,15 +93,43 @@ TABLE1_ROWS: list[Row] = [
 ]
 ROWS = {r.label: r for r in TABLE1_ROWS}
 
-#: the authors' parameter counts (millions; NOTES.md, from their prototxts and Table I)
+#: the authors' parameter counts (millions; notebooks/papers.md, from their prototxts and Table I)
 PAPER_PARAMS = {"MC1": 13.813, "MC2": 27.626, "MC3": 41.439, "OM-Net0": 13.869, "OM-Netd": 13.869,
                 "OM-Net": 13.869, "OM-Net + SE": 13.870}
-#: Table I (BraTS 2018 local validation subset, Dice %): the rows recovered in NOTES.md
+#: Table I (BraTS 2018 local validation subset, Dice %): the rows recovered in notebooks/papers.md
 PAPER_TABLE1 = pd.DataFrame(
     [[90.41, 78.48, 72.91], [91.08, 79.11, 75.14], [91.08, 79.11, 79.53], [90.40, 79.41, 79.96],
      [91.11, 79.93, 80.26], [91.10, 79.87, 80.87], [91.03, 80.20, 80.72]],
     index=["MC1", "MC2", "MC3", "OM-Net0", "OM-Netd", "OM-Net", "OM-Net + SE"],
     columns=["Dice WT", "Dice TC", "Dice ET"])
+#: Table I cells whose numbers are lost but follow from the text (Section V-A): (row, column)
+#: -> (value, how it is derived). Shown beside the recovered rows and marked as derived.
+PAPER_DERIVED = {
+    ("OM-Net + CGA", "Dice TC"): (round(79.87 + 2.28, 2), "OM-Net's 79.87 + 2.28 (\"outperforms OM-Net by as much as 2.28 %\")"),
+    ("OM-Net + CGA", "Dice ET"): (round(80.87 - 0.14, 2), "OM-Net's 80.87 - 0.14 (\"a slight performance drop ... of 0.14 %\")"),
+    ("OM-Netp", "Dice TC"): (round(79.87 + 2.6, 2), "about OM-Net's 79.87 + 2.6 (\"improves ... tumor core by 2.6 %\")"),
+    ("OM-Netp", "Params (M)"): (PAPER_PARAMS["OM-Net"], "OM-Net's: post-processing adds no parameters"),
+}
+
+
+def paper_table1() -> pd.DataFrame:
+    """Table I as far as it is known: the recovered rows, the parameter counts and the
+    :data:`PAPER_DERIVED` cells (their derivation is listed by the notebook)."""
+    paper = PAPER_TABLE1.copy()
+    paper.insert(0, "Params (M)", pd.Series(PAPER_PARAMS))
+    for (row, col), (value, _) in PAPER_DERIVED.items():
+        paper.loc[row, col] = value
+    return paper
+
+
+def transfer_counts(history: pd.DataFrame) -> dict[str, int]:
+    """Patches moved by the online data transfer over a run (Ineq. 1-2), from
+    :attr:`MultiTaskStep.history`: zero for both tasks means OM-Netd trained exactly as
+    OM-Net0 (no patch qualified)."""
+    return {k: int(history[k].fillna(0).sum()) if k in history else 0
+            for k in ("transferred to task 2", "transferred to task 3")}
+
+
 #: what the text says of the rows whose numbers are lost (Section V-A)
 PAPER_CLAIMS = [
     ("MC2 beats MC1, MC3 beats MC2 (Dice)", "MC2", "MC1"),
@@ -270,19 +298,33 @@ class Trained:
     seconds: float
 
 
+def task_patches(cases: Sequence[TaskCase], p, seed: int, task: int | None = None) -> TaskPatches:
+    """An epoch's patches: ``steps_per_epoch`` batches for OM-Net and the cascade's first two
+    networks; for the cascade's third network (task 3 alone) ``task3_fraction`` of that
+    (Section IV-C: about 400k, 400k and 200k patches for the three tasks)."""
+    steps = p.steps_per_epoch if task != 2 else max(1, int(round(p.steps_per_epoch * p.task3_fraction)))
+    return TaskPatches(cases, p.patch_size, steps * p.batch_size, seed=seed)
+
+
+def caffe_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """``param_groups`` for :func:`~brats_lib.training.fit`: the prototxts' bias learning
+    rate x2 and no weight decay on biases (:meth:`~brats_lib.models.omnet.OMNet.optimizer_groups`)."""
+    return model.optimizer_groups(cfg.lr, cfg.weight_decay)
+
+
 def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed: int, device=None) -> Trained:
     """Train the networks of a Table I row: three cascade networks (one task each, the
     paper's MC) or one OM-Net, with or without the curriculum (``p.stage_epochs``)."""
     out_dir, t0 = Path(out_dir), time.time()
-    ds = TaskPatches(cases, p.patch_size, p.steps_per_epoch * p.batch_size, seed=seed)
+    ds = task_patches(cases, p, seed)
     nets, logs, hist = [], [], []
     if row.kind == "mc":
         for t in range(row.stages):
             torch.manual_seed(seed + t)
             net = build(row.network, p, classes=2 if t == 2 else 5)
             step = MultiTaskStep([t], transfer=False, stage=t, single_task=True)
-            res = fit(net, loss_function(), ds, train_config(p, p.mc_epochs), out_dir / f"net{t + 1}", device=device,
-                      step_fn=step)
+            res = fit(net, loss_function(), task_patches(cases, p, seed, t), train_config(p, p.mc_epochs),
+                      out_dir / f"net{t + 1}", device=device, step_fn=step, param_groups=caffe_groups)
             nets.append(net.eval())
             logs.append(res.log)
             hist += [{**h, "network": t + 1} for h in step.history]
@@ -292,7 +334,8 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
         total = int(sum(p.stage_epochs))
         if not row.curriculum:
             step = MultiTaskStep([0, 1, 2], transfer=row.transfer, stage=2)
-            res = fit(net, loss_function(), ds, train_config(p, total), out_dir, device=device, step_fn=step)
+            res = fit(net, loss_function(), ds, train_config(p, total), out_dir, device=device, step_fn=step,
+                      param_groups=caffe_groups)
             hist += step.history
         else:                # Fig. 3: task 1, then 1 + 2, then 1 + 2 + 3, each stage resumed from the last
             done = 0
@@ -302,7 +345,8 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
                 epoch_losses = []
                 for _ in range(longest):  # one epoch per call, to see the loss flatten
                     seen = len(step.history)
-                    res = fit(net, loss_function(), ds, train_config(p, done + 1), out_dir, device=device, step_fn=step)
+                    res = fit(net, loss_function(), ds, train_config(p, done + 1), out_dir, device=device, step_fn=step,
+                              param_groups=caffe_groups)
                     done += 1
                     epoch_losses.append(np.mean([h[f"task {k + 1}"] for h in step.history[seen:]]))
                     if k < 2 and flattened(epoch_losses, p.plateau):
@@ -464,6 +508,28 @@ def predict(row: Row, nets: Sequence[nn.Module], lc: LoadedCase, p, device=None)
         n.to(device or "cpu").eval()
     five = predict_cascade(nets[: row.stages], x, p, device) if row.kind == "mc" else predict_one_pass(list(nets), x, p, device)
     labels = _uncrop(five, box)
+    if row.post:
+        labels = postprocess.omnet(labels, lc.image, p.tau_max, p.tau_fraction, p.et_max_component)
+    return labels
+
+
+def probabilities(nets: Sequence[nn.Module], lc: LoadedCase, p, device=None) -> np.ndarray:
+    """One-pass OM-Net rows: the three tasks' softmax (5 + 5 + 2 channels) over the whole
+    raw case (background outside the brain box), stacked; :func:`labels_from_probabilities`
+    fuses them. Whole-volume maps can be flipped and averaged (test-time flips)."""
+    x, box = network_input(lc)
+    for n in nets:
+        n.to(device or "cpu").eval()
+    kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device)
+    fills = [_background(5), _background(5), _background(2)]
+    maps = overlap_tile(_softmax_fn(list(nets)), x, mask=P.brain_mask(x), fill=fills, **kw)
+    return np.stack([P.uncrop(m[c], box, fill=float(f[c])) for m, f in zip(maps, fills) for c in range(len(f))])
+
+
+def labels_from_probabilities(row: Row, probs: np.ndarray, lc: LoadedCase, p) -> np.ndarray:
+    """:func:`probabilities` -> canonical labels: the tasks fused (Section III-A), then the
+    post-processing of the p rows."""
+    labels = to_canonical(fuse(probs[:5], probs[5:10], probs[10:12])).astype(np.uint8)
     if row.post:
         labels = postprocess.omnet(labels, lc.image, p.tau_max, p.tau_fraction, p.et_max_component)
     return labels

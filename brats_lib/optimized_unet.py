@@ -1,15 +1,18 @@
 """Futrega et al., "Optimized U-Net for Brain Tumor Segmentation" (BraTS 2021, NVIDIA):
 the experiment pipeline of the paper, read top to bottom beside its Sections 2-3.
 
-* Section 2.2 - input: z-scored modalities inside the brain (background stays 0) plus
-  an optional one-hot foreground channel; augmentation :class:`~brats_lib.augment.NnUNetAugmentation`
+* Section 2.2 - input: each modality z-scored over its own non-zero voxels (background
+  stays 0; :data:`NORMALISATION`) plus an optional one-hot foreground channel; augmentation :class:`~brats_lib.augment.NnUNetAugmentation`
   after a foreground-biased crop (p 0.4).
 * Section 2.3 - networks: :mod:`brats_lib.models.optimized_unet` (U-Net rows),
   ``unetr``, ``segresnet_vae``.
-* Section 2.4 - loss per region (WT, TC, ET): batched Dice + BCE (Focal, gamma 2, for
-  the Focal row), deep supervision  L = L(y1, p1) + 1/2 L(y2, p2) + 1/4 L(y3, p3)  (eq. 1).
-* Section 2.5 - inference: sliding window (patch size, overlap 0.5, Gaussian), 8-flip TTA,
-  regions -> labels with thresholds WT 0.45 / TC 0.4 / ET 0.45, the ET post-processing
+* Section 2.4 - loss per region (WT, TC, ET), summed over the regions: batched sigmoid
+  Dice + BCE (Focal, gamma 2, for the Focal row; :class:`~brats_lib.losses.RegionDicePlus`),
+  deep supervision  L = L(y1, p1) + 1/2 L(y2, p2) + 1/4 L(y3, p3)  (eq. 1).
+* Section 2.5 - inference: sliding window (patch size, overlap 0.5, Gaussian), 8 flips of
+  the whole volume (``tta_mode="image"``), regions -> labels by the paper's nested rule
+  (WT < 0.45 background, else TC < 0.4 ED, else ET < 0.45 NCR, else ET;
+  ``label_rule="nested"``, :func:`brats_lib.labels.regions_to_labels`), the ET post-processing
   rule :func:`brats_lib.postprocess.optimized_unet`; thresholds and the voxel count
   chosen by grid search on the cross-validation predictions.
 * Section 3.2 - Adam, weight decay 1e-4, linear warm-up then cosine annealing, k-fold
@@ -37,6 +40,9 @@ from .training import FitResult, TrainConfig, fit, load_weights
 
 #: Section 2.5: WT, TC, ET probability thresholds of the submission
 PAPER_THRESHOLDS = (0.45, 0.40, 0.45)
+#: Section 2.1: "the mean and the standard deviation were computed within the non-zero
+#: region for each channel separately"
+NORMALISATION = "zscore_channel"
 #: the ET post-processing rule of Section 2.5
 PAPER_POSTPROCESS = dict(min_component=16, min_total=73, max_mean_prob=0.9)
 #: deep-supervision weights of eq. (1): main head, then the two lower heads
@@ -157,7 +163,7 @@ def loss_function(run: Run, p) -> torch.nn.Module:
 def network_input(lc: LoadedCase, onehot: bool, p) -> tuple[np.ndarray, np.ndarray | None]:
     """(input (4 or 5, h, w, d), label cropped alike): crop to the brain, z-score inside it
     (background stays 0), append the one-hot foreground channel when asked."""
-    x, box = prepare_image(lc.image, "zscore", p.onehot_mode if onehot else None)
+    x, box = prepare_image(lc.image, NORMALISATION, p.onehot_mode if onehot else None)
     return x, (lc.label[box.slices] if lc.label is not None else None)
 
 
@@ -167,7 +173,8 @@ def patch_dataset(cases: Sequence[LoadedCase], run: Run, p, seed: int) -> PatchD
     arrays = [network_input(lc, run.onehot, p) for lc in cases]
     aug = NnUNetAugmentation(mri_channels=4) if p.augment and not p.device_augment else None
     return PatchDataset(arrays, p.patch_size, p.steps_per_epoch * p.batch_size, fg_prob=p.fg_prob,
-                        target="label_map" if p.device_augment else "regions", transform=aug, seed=seed)
+                        target="label_map" if p.device_augment else "regions", transform=aug, seed=seed,
+                        passes=p.epoch_pass)
 
 
 def device_augmentation(p, seed: int) -> DeviceBatch | None:
@@ -181,17 +188,17 @@ def predict(model, lc: LoadedCase, run: Run, p, tta=None, thresholds=(0.5, 0.5, 
     """(labels, probabilities (3, H, W, D)) of one case: sliding window at the patch size,
     overlap 0.5, Gaussian weights; ``model`` may be a list (an ensemble)."""
     return predict_case(model, lc.image, p.patch_size, "sigmoid", thresholds, p.overlap, "gaussian", tta,
-                        "zscore", p.onehot_mode if run.onehot else None, device=device,
-                        amp=bool(p.amp and torch.cuda.is_available()))
+                        NORMALISATION, p.onehot_mode if run.onehot else None, device=device,
+                        amp=bool(p.amp and torch.cuda.is_available()), label_rule=p.label_rule, tta_mode=p.tta_mode)
 
 
 def validation(cases: Sequence[LoadedCase], run: Run, p, device=None):
     """``val_fn`` for :func:`~brats_lib.training.fit`: mean Dice per region over whole
     validation cases (no TTA, thresholds 0.5, as the paper's per-epoch evaluation)."""
 
-    return validation_fn(cases, p.patch_size, "sigmoid", (0.5, 0.5, 0.5), p.overlap, None, "zscore",
+    return validation_fn(cases, p.patch_size, "sigmoid", (0.5, 0.5, 0.5), p.overlap, None, NORMALISATION,
                          p.onehot_mode if run.onehot else None, device=device,
-                         amp=bool(p.amp and torch.cuda.is_available()))
+                         amp=bool(p.amp and torch.cuda.is_available()), label_rule=p.label_rule)
 
 
 # ------------------------------------------------------------------ training
@@ -238,8 +245,13 @@ def region_dice(labels: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {r: dice(L.region_mask(labels, r), L.region_mask(ref, r)) for r in L.REGIONS}
 
 
+def to_labels(prob: np.ndarray, thresholds: Sequence[float], p) -> np.ndarray:
+    """Region probabilities (WT, TC, ET) -> labels with ``thresholds`` and the profile's rule."""
+    return probabilities_to_labels(prob, "sigmoid", thresholds, p.label_rule)
+
+
 def threshold_grid(probs: Sequence[np.ndarray], refs: Sequence[np.ndarray], grid: Sequence[float],
-                   base: Sequence[float] = PAPER_THRESHOLDS) -> pd.DataFrame:
+                   base: Sequence[float] = PAPER_THRESHOLDS, label_rule: str = "nested") -> pd.DataFrame:
     """Mean Dice of each region (rows ET, TC, WT) when its own threshold takes each value of
     ``grid`` (columns) and the others stay at ``base`` (WT, TC, ET order).
 
@@ -251,7 +263,7 @@ def threshold_grid(probs: Sequence[np.ndarray], refs: Sequence[np.ndarray], grid
         for t in grid:
             thr = list(base)
             thr[ch] = float(t)
-            scores = [dice(L.region_mask(probabilities_to_labels(pr, "sigmoid", thr), region),
+            scores = [dice(L.region_mask(probabilities_to_labels(pr, "sigmoid", thr, label_rule), region),
                            L.region_mask(ref, region)) for pr, ref in zip(probs, refs)]
             out.loc[region, f"{t:.2f}"] = float(np.mean(scores))
     return out
@@ -290,5 +302,6 @@ def export_predictor(path: str | Path, nets: Sequence[torch.nn.Module], run: Run
     from .inference import save_predictor
 
     return save_predictor(path, nets, run.model, model_kwargs(run, p), p.patch_size, "sigmoid", thresholds,
-                          p.overlap, p.tta, "zscore", p.onehot_mode if run.onehot else None, "optimized_unet",
-                          dict(PAPER_POSTPROCESS if postprocess_kwargs is None else postprocess_kwargs))
+                          p.overlap, p.tta, NORMALISATION, p.onehot_mode if run.onehot else None, "optimized_unet",
+                          dict(PAPER_POSTPROCESS if postprocess_kwargs is None else postprocess_kwargs),
+                          label_rule=p.label_rule, tta_mode=p.tta_mode)

@@ -67,7 +67,7 @@ def hnfnetv2(labels: np.ndarray, probs: np.ndarray | None = None, min_et: int = 
 def omnet_threshold(volumes: np.ndarray, tau_max: float = 2000, tau_fraction: float = 0.1) -> float:
     """tau_VOL of Zhou et al. (OM-Net), Section III-D: min(tau_max, tau_fraction * V_max),
     V_max the largest connected tumour volume (voxels). The text lost the formula's
-    numbers; ``../shared/papers/NOTES.md`` gives min(2000, 0.1 V_max) as the best guess."""
+    numbers; ``notebooks/papers.md`` gives min(2000, 0.1 V_max) as the best guess."""
     return float(min(tau_max, tau_fraction * volumes.max())) if volumes.size else 0.0
 
 

@@ -84,16 +84,20 @@ def uncrop(array: np.ndarray, box: BBox, fill: float = 0.0) -> np.ndarray:
     return out
 
 
-def zscore(image: np.ndarray, mask: np.ndarray | None = None, clip_percentiles: tuple[float, float] | None = None) -> np.ndarray:
+def zscore(image: np.ndarray, mask: np.ndarray | None = None, clip_percentiles: tuple[float, float] | None = None,
+           per_channel: bool = False) -> np.ndarray:
     """Per-modality z-score inside ``mask`` (default: the brain); 0 outside.
 
-    ``clip_percentiles`` = (lo, hi), e.g. (0.5, 99.5) as HNF-Net, first clips each
-    modality to that percentile window of its brain voxels.
+    ``per_channel``: each modality over its own non-zero voxels, 0 where it is zero (the
+    Optimized U-Net, Futrega et al. 2021, Section 2.1), instead of one brain mask shared
+    by all modalities. ``clip_percentiles`` = (lo, hi), e.g. (0.5, 99.5) as HNF-Net,
+    first clips each modality to that percentile window of its brain voxels.
     """
-    mask = brain_mask(image) if mask is None else mask
+    shared = brain_mask(image) if mask is None else mask
     out = np.zeros_like(image, dtype=np.float32)
     for c in range(image.shape[0]):
         x = image[c].astype(np.float32)
+        mask = (image[c] != 0) if per_channel else shared
         v = x[mask]
         if v.size == 0:
             continue
@@ -135,9 +139,12 @@ def foreground_channel(image: np.ndarray, mode: str = "brain") -> np.ndarray:
 
 
 def normalise(image: np.ndarray, method: str = "zscore", **kwargs) -> np.ndarray:
-    """Dispatch by name: ``"zscore"`` or ``"minmax"``."""
+    """Dispatch by name: ``"zscore"`` (one brain mask), ``"zscore_channel"`` (each
+    modality over its own non-zero voxels) or ``"minmax"``."""
     if method == "zscore":
         return zscore(image, **kwargs)
+    if method == "zscore_channel":
+        return zscore(image, per_channel=True, **kwargs)
     if method == "minmax":
         return minmax(image, **kwargs)
-    raise ValueError(f"unknown normalisation {method!r}; expected 'zscore' or 'minmax'")
+    raise ValueError(f"unknown normalisation {method!r}; expected 'zscore', 'zscore_channel' or 'minmax'")

@@ -100,20 +100,35 @@ class PatchDataset(EpochSeeded):
 
     ``cases``: list of (image (C, H, W, D) float32, label (H, W, D) canonical uint8).
     Items are ``(image tensor, target tensor)``; call :meth:`set_epoch` each epoch.
+
+    ``passes``: an epoch is a shuffled pass over the cases: item ``i`` comes from case
+    ``order_e[i mod n_cases]`` with ``order_e`` a permutation seeded by ``(seed, e)``, so
+    ``samples_per_epoch`` = number of cases visits every case once (a multiple of it, each
+    case that many times). Without it each item draws its case at random, with
+    replacement, and an epoch is only a number of samples.
     """
 
     def __init__(self, cases: Sequence[tuple[np.ndarray, np.ndarray]], patch_size: Sequence[int],
                  samples_per_epoch: int, fg_prob: float = 0.5, target: str = "regions",
-                 transform: Transform | None = None, seed: int = 0):
+                 transform: Transform | None = None, seed: int = 0, passes: bool = False):
         if not cases:
             raise ValueError("PatchDataset needs at least one case")
         self.cases, self.patch = list(cases), tuple(int(p) for p in patch_size)
         self.n, self.fg_prob, self.target = int(samples_per_epoch), float(fg_prob), target
-        self.transform, self.seed, self.epoch = transform, int(seed), 0
+        self.transform, self.seed, self.epoch, self.passes = transform, int(seed), 0, bool(passes)
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def case_index(self, i: int, rng: np.random.Generator) -> int:
+        """Which case item ``i`` of the current epoch is cut from."""
+        if not self.passes:
+            return int(rng.integers(len(self.cases)))
+        if self._order is None or self._order[0] != self.epoch:
+            self._order = (self.epoch, np.random.default_rng([self.seed, self.epoch, 2**31]).permutation(len(self.cases)))
+        return int(self._order[1][int(i) % len(self.cases)])
 
     def __getitem__(self, i: int):
         rng = self.rng(i)
-        image, label = self.cases[int(rng.integers(len(self.cases)))]
+        image, label = self.cases[self.case_index(i, rng)]
         img, lab = random_patch(image, label, self.patch, rng, self.fg_prob)
         if self.transform is not None:
             img, lab = self.transform(img, lab, rng)
@@ -168,17 +183,46 @@ def make_splits(case_ids: Sequence[str], n_folds: int, seed: int = 0) -> list[di
     return [{"train": sorted(set(ids) - set(f)), "val": f} for f in folds]
 
 
-def holdout_split(case_ids: Sequence[str], n: int) -> tuple[list[str], list[str]]:
-    """(pool for the folds, held-out cases): the last ``n`` ids in sorted order are held out.
+PHANTOM_PREFIX = "Phantom_"
 
-    Phantom datasets are prefixes of each other (case ``i`` depends on ``(seed, i)`` only),
-    so asking for ``k + n`` phantoms keeps the same ``k``-case pool, and its split file,
-    as a notebook that asked for ``k``.
+
+def holdout_split(case_ids: Sequence[str], n: int, seed: int = 0,
+                  strata: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """(pool for the folds, held-out cases), both sorted.
+
+    Real data: a seeded random draw of ``n`` cases, stratified by ``strata`` (case id ->
+    group, from :func:`brats_lib.data.case_strata`: tumour grade where the dataset says,
+    else the collection prefix of the id), each group giving its share (largest
+    remainders). Sorted BraTS 2018 ids end with the TCIA09-13 collections, all low-grade,
+    so "the last n" would be neither random nor representative.
+
+    Phantoms (ids ``Phantom_*``) are independent draws of the generator, so the last
+    ``n`` are a random sample already; holding those out keeps the nested pools (asking
+    for ``k + n`` phantoms leaves the same ``k``-case pool, and its split file, as a
+    notebook that asked for ``k``).
     """
     ids = sorted(case_ids)
     if not 0 <= n < len(ids):
         raise ValueError(f"cannot hold out {n} of {len(ids)} cases and keep some for the folds")
-    return ids[: len(ids) - n], ids[len(ids) - n:]
+    if n == 0:
+        return ids, []
+    if all(i.startswith(PHANTOM_PREFIX) for i in ids):
+        return ids[: len(ids) - n], ids[len(ids) - n:]
+    strata = strata or {}
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        groups.setdefault(strata.get(i, ""), []).append(i)
+    names = sorted(groups)
+    quota = {g: n * len(groups[g]) / len(ids) for g in names}
+    take = {g: int(np.floor(quota[g])) for g in names}
+    for g in sorted(names, key=lambda g: (-(quota[g] - take[g]), g))[: n - sum(take.values())]:
+        take[g] += 1
+    rng = np.random.default_rng([seed, 7919])
+    held = []
+    for g in names:
+        held += [groups[g][j] for j in rng.permutation(len(groups[g]))[: take[g]]]
+    held = sorted(held)
+    return sorted(set(ids) - set(held)), held
 
 
 def write_splits(path: str | Path, splits: list[dict[str, list[str]]]) -> Path:

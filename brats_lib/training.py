@@ -66,6 +66,9 @@ class TrainConfig:
     step_epochs: int = 30            # step decay: multiply by step_gamma every step_epochs
     step_gamma: float = 0.5
     min_lr: float = 0.0              # cosine floor
+    #: the rate changes once per epoch (warm-up e+1 / warm-up epochs, poly (1 - e / epochs)^power),
+    #: as papers that write their schedule in epochs; otherwise every step
+    schedule_per_epoch: bool = False
     grad_clip: float | None = None
     val_every: int = 1
     best_metric: str = "dice_mean"   # key of the validation result; higher is better
@@ -134,6 +137,10 @@ class LRFactor:
     Linear warm-up over ``warmup_epochs`` then: ``constant``; ``poly``
     (1 - t)^power; ``cosine`` annealing to ``min_lr``; ``step`` decay by ``step_gamma``
     every ``step_epochs`` epochs. ``t`` runs from 0 to 1 over the steps after warm-up.
+
+    With ``schedule_per_epoch`` the factor is constant within an epoch ``e`` (0-based):
+    warm-up (e + 1) / warmup_epochs, then poly (1 - e / epochs)^power (HNF-Netv2's
+    "(1 - current epoch / max epoch)^0.9"), cosine and step likewise by epoch.
     """
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
@@ -142,8 +149,23 @@ class LRFactor:
         self.warm = int(round(cfg.warmup_epochs * self.spe))
         self.power, self.step_epochs, self.gamma = cfg.poly_power, cfg.step_epochs, cfg.step_gamma
         self.floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+        self.per_epoch, self.epochs, self.warm_epochs = cfg.schedule_per_epoch, cfg.epochs, cfg.warmup_epochs
+
+    def _by_epoch(self, e: int) -> float:
+        if e < self.warm_epochs:
+            return (e + 1) / self.warm_epochs
+        t = min(e / max(self.epochs, 1), 1.0)
+        if self.kind == "poly":
+            return (1 - t) ** self.power
+        if self.kind == "cosine":
+            return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * t))
+        if self.kind == "step":
+            return self.gamma ** (e // self.step_epochs)
+        return 1.0
 
     def __call__(self, s: int) -> float:
+        if self.per_epoch:
+            return self._by_epoch(s // self.spe)
         if s < self.warm:
             return (s + 1) / self.warm
         t = min((s - self.warm) / max(self.total - self.warm, 1), 1.0)
@@ -344,7 +366,8 @@ def _on_device(loader, device: torch.device):
 def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig, out_dir: str | Path,
         val_fn: Callable[[nn.Module], dict[str, float]] | None = None, device: str | torch.device | None = None,
         resume: bool = True, shuffle: bool = True, step_fn: Callable | None = None,
-        stop_after_epochs: int | None = None, batch_transform: Callable | None = None) -> FitResult:
+        stop_after_epochs: int | None = None, batch_transform: Callable | None = None,
+        param_groups: Callable[[nn.Module, TrainConfig], list[dict]] | None = None) -> FitResult:
     """Train ``model`` and return its log and best checkpoints.
 
     ``loss_fn(outputs, target)`` gets whatever the model returns (a list for deep
@@ -355,7 +378,9 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
     ``last.pt`` in ``out_dir``, training continues from it. ``stop_after_epochs`` ends
     the call early (used to test resumption). ``batch_transform(input, target, step) ->
     (input, target)`` changes each batch on the device before the step (augmentation on
-    the GPU); it gets the global step so a resumed run repeats it.
+    the GPU); it gets the global step so a resumed run repeats it. ``param_groups(model,
+    cfg)`` returns the optimiser's parameter groups (their own ``lr`` / ``weight_decay``;
+    the schedule scales every group's rate alike).
     """
     out_dir = Path(out_dir)
     info = init_distributed()
@@ -391,7 +416,8 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
                         # (which drives dropout), with or without workers, resumed or not
                         generator=torch.Generator().manual_seed(cfg.seed + info.rank))
     steps_per_epoch = len(loader)
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg, device)
+    groups = param_groups(model, cfg) if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(groups, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(cfg, steps_per_epoch))
     use_amp = autocast_dtype(device.type, cfg.amp) is not None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

@@ -33,6 +33,19 @@ def phantom_copy(phantom_root, tmp_path) -> Path:
     return dst
 
 
+def make_notebook(path: Path, source: str) -> Path:
+    """A two-cell notebook: a ``parameters`` cell (profile, data_dir, output_dir), then ``source``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'cpu'\ndata_dir = None\noutput_dir = None"),
+                nbformat.v4.new_code_cell(source)]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
 def save(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> Path:
     nib.save(nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine), str(path))
     return path

@@ -13,7 +13,7 @@ import torch.nn as nn
 from brats_lib import cross_modality as CM, data as D, models, params, runner
 from brats_lib.complexity import complexity
 from brats_lib.inference import predict_case
-from brats_lib.models.cross_modality import CBAM, CrossModalityUNet, MaskGuidedAttention
+from brats_lib.models.cross_modality import CrossModalityUNet, MaskGuidedAttention, ResidualCBAM
 from conftest import run_full_profile
 
 P_TEST = params.load("cross_modality", "test")
@@ -63,7 +63,7 @@ def test_cmff_returns_fusion_and_both_branches_while_training(attention):
     assert len(outs) == 3 and all(o.shape == (2, 4, 32, 32, 32) for o in outs)
     net.eval()
     assert torch.allclose(net(x), net(x, branches=True)[0], atol=1e-6)
-    assert isinstance(net.s_f.attention, {"mg": MaskGuidedAttention, "ca": CBAM, "none": type(None)}[attention])
+    assert isinstance(net.s_f.attention, {"mg": MaskGuidedAttention, "ca": ResidualCBAM, "none": type(None)}[attention])
     with pytest.raises(ValueError, match="attention"):
         models.build("cmff", attention="self")
 

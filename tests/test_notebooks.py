@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from brats_lib import runner
-from conftest import REPO, real
+from conftest import REPO, make_notebook, real
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
@@ -41,22 +41,14 @@ def test_primer_full_profile_code_path_on_a_tiny_folder(tmp_path, phantom_root):
     assert man["profile"] == "full" and str(phantom_root) in man["data_source"]
 
 
-def _notebook(path: Path, source: str):
-    nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell('profile = "cpu"\ndata_dir = None\noutput_dir = None')
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbformat.v4.new_code_cell(source)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-
 
 @pytest.mark.slow
 def test_reproduce_reports_a_failure_and_runs_the_rest(tmp_path, monkeypatch):
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(nbs / "00_ok.ipynb", "print('fine')")
-    _notebook(nbs / "broken.ipynb", "raise RuntimeError('boom')")
-    _notebook(nbs / "comparison.ipynb", "print('last')")
+    make_notebook(nbs / "00_ok.ipynb", "print('fine')")
+    make_notebook(nbs / "broken.ipynb", "raise RuntimeError('boom')")
+    make_notebook(nbs / "comparison.ipynb", "print('last')")
     monkeypatch.setattr(runner, "NOTEBOOK_DIR", nbs)
     assert runner.notebook_names() == ["00_ok", "broken", "comparison"]
     results = runner.reproduce("test", reports_dir=tmp_path / "reports")
@@ -76,7 +68,7 @@ def test_index_lists_reports_from_their_manifests_with_headline_tables(tmp_path,
     nbs, reports = tmp_path / "notebooks", tmp_path / "reports"
     nbs.mkdir()
     for name in ("00_data_and_metrics", "comparison"):
-        _notebook(nbs / f"{name}.ipynb", "print(1)")
+        make_notebook(nbs / f"{name}.ipynb", "print(1)")
     folder = reports / "comparison"
     (folder / "tables").mkdir(parents=True)
     (folder / "comparison.ipynb").write_text("{}")

@@ -19,7 +19,7 @@ P_TEST = params.load("omnet_cga", "test")
 PATCH = (32, 32, 16)
 
 
-# ------------------------------------------------------------------ sizes (NOTES.md / Table I)
+# ------------------------------------------------------------------ sizes (notebooks/papers.md / Table I)
 @pytest.mark.parametrize("name, kwargs, paper", [
     ("omnet_mc1", {}, 13.813), ("omnet", {}, 13.869), ("omnet_se", {}, 13.870)])
 def test_parameters_match_the_authors_counts(name, kwargs, paper):

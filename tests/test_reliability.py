@@ -35,7 +35,7 @@ from brats_lib.io import write_nifti
 from brats_lib.report import save_table
 from brats_lib.sampling import splits_path
 from brats_lib.training import load_checkpoint, save_checkpoint
-from conftest import REAL, REAL_CASES, real
+from conftest import REAL, REAL_CASES, make_notebook, real
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -103,16 +103,6 @@ def test_sigkill_mid_epoch_then_restart_ends_with_the_same_weights_and_metrics(t
 
 
 # ------------------------------------------------------------------ interruption: batch reproduction
-def _notebook(path: Path, source: str) -> None:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("profile = 'cpu'\ndata_dir = None\noutput_dir = None"),
-                nbformat.v4.new_code_cell(source)]
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
-
 
 REPRODUCE = textwrap.dedent("""
     import sys
@@ -129,8 +119,8 @@ def test_killed_batch_reproduction_continues_without_redoing_finished_notebooks(
     nbs, reports, hold = tmp_path / "notebooks", tmp_path / "reports", tmp_path / "hold"
     nbs.mkdir()
     hold.touch()
-    _notebook(nbs / "00_first.ipynb", "print('first')")
-    _notebook(nbs / "second.ipynb", f"import os, time\nwhile os.path.exists({str(hold)!r}):\n    time.sleep(0.1)")
+    make_notebook(nbs / "00_first.ipynb", "print('first')")
+    make_notebook(nbs / "second.ipynb", f"import os, time\nwhile os.path.exists({str(hold)!r}):\n    time.sleep(0.1)")
     script = tmp_path / "reproduce.py"
     script.write_text(REPRODUCE)
     proc = subprocess.Popen([sys.executable, str(script), str(nbs), str(reports), "1", str(REPO)], cwd=REPO,
@@ -157,7 +147,7 @@ def test_killed_batch_reproduction_continues_without_redoing_finished_notebooks(
     assert first.stat().st_mtime_ns == mtime and (reports / "second" / runner.STAMP).exists()
     assert "ok (earlier run)" in (reports / "README.md").read_text()
     # a changed notebook is no longer current; --force re-runs a current one
-    _notebook(nbs / "second.ipynb", "print('changed')")
+    make_notebook(nbs / "second.ipynb", "print('changed')")
     assert runner.is_current("00_first", "test", out_dir=reports / "00_first")
     assert not runner.is_current("second", "test", out_dir=reports / "second")
     assert not runner.is_current("00_first", "cpu", out_dir=reports / "00_first")  # another profile
@@ -171,7 +161,7 @@ def test_jobs_run_notebooks_in_parallel_and_the_comparison_last(tmp_path, monkey
     nbs.mkdir()
     times.mkdir()
     for name in ("a", "b", "comparison"):
-        _notebook(nbs / f"{name}.ipynb", textwrap.dedent(f"""
+        make_notebook(nbs / f"{name}.ipynb", textwrap.dedent(f"""
             import time, pathlib
             t0 = time.time()
             time.sleep(3)

@@ -15,18 +15,8 @@ from pathlib import Path
 import pytest
 
 from brats_lib import runner
-from conftest import REPO
+from conftest import REPO, make_notebook
 
-
-def _notebook(path: Path, source: str) -> None:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("profile = 'cpu'\ndata_dir = None\noutput_dir = None"),
-                nbformat.v4.new_code_cell(source)]
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, path)
 
 
 def _writes(table: str, then: str = "") -> str:
@@ -49,11 +39,11 @@ def test_a_failing_run_leaves_the_previous_report_byte_identical(tmp_path, monke
     nbs, reports = tmp_path / "notebooks", tmp_path / "reports"
     nbs.mkdir()
     monkeypatch.setattr(runner, "NOTEBOOK_DIR", nbs)
-    _notebook(nbs / "a.ipynb", _writes("old\n"))
+    make_notebook(nbs / "a.ipynb", _writes("old\n"))
     assert runner.run_notebook("a", "test", out_dir=reports / "a", progress=False).ok
     before = _tree(reports / "a")
     assert before["tables/t.csv"] and runner.STAMP in before
-    _notebook(nbs / "a.ipynb", _writes("new\n", "raise RuntimeError('half-way')"))
+    make_notebook(nbs / "a.ipynb", _writes("new\n", "raise RuntimeError('half-way')"))
     r = runner.run_notebook("a", "test", out_dir=reports / "a", progress=False)
     assert not r.ok and "half-way" in r.error
     assert _tree(reports / "a") == before
@@ -61,7 +51,7 @@ def test_a_failing_run_leaves_the_previous_report_byte_identical(tmp_path, monke
     assert (stage / "tables" / "t.csv").read_text() == "new\n"  # the failed run's partial output, beside it
     assert "half-way" in (stage / "error.txt").read_text() and (stage / "a.failed.ipynb").exists()
     # the next good run replaces the report whole and leaves no staging folder
-    _notebook(nbs / "a.ipynb", _writes("newer\n"))
+    make_notebook(nbs / "a.ipynb", _writes("newer\n"))
     assert runner.run_notebook("a", "test", out_dir=reports / "a", progress=False).ok
     assert (reports / "a" / "tables" / "t.csv").read_text() == "newer\n"
     assert not stage.exists() and not (reports / "a" / "error.txt").exists()
@@ -82,11 +72,11 @@ def test_a_run_killed_half_way_leaves_the_previous_report_byte_identical(tmp_pat
     nbs, reports, hold = tmp_path / "notebooks", tmp_path / "reports", tmp_path / "hold"
     nbs.mkdir()
     monkeypatch.setattr(runner, "NOTEBOOK_DIR", nbs)
-    _notebook(nbs / "a.ipynb", _writes("old\n"))
+    make_notebook(nbs / "a.ipynb", _writes("old\n"))
     assert runner.run_notebook("a", "test", out_dir=reports / "a", progress=False).ok
     before = _tree(reports / "a")
     hold.touch()
-    _notebook(nbs / "a.ipynb", _writes("new\n", f"import os, time\nwhile os.path.exists({str(hold)!r}):\n    time.sleep(0.1)"))
+    make_notebook(nbs / "a.ipynb", _writes("new\n", f"import os, time\nwhile os.path.exists({str(hold)!r}):\n    time.sleep(0.1)"))
     script = tmp_path / "run.py"
     script.write_text(KILLABLE)
     proc = subprocess.Popen([sys.executable, str(script), str(nbs), str(reports), str(REPO)], cwd=REPO,
@@ -223,7 +213,7 @@ def test_data_digests_are_cached_by_size_and_modification_time(tmp_path):
     assert runner.folder_digest(folder, cache) != first
 
 
-def test_reproduce_dry_run_from_the_command_line_lists_every_notebook():
+def test_reproduce_dry_run_from_the_command_line_lists_everymake_notebook():
     r = subprocess.run([sys.executable, "-m", "brats_lib", "reproduce", "--profile", "test", "--dry-run"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -247,7 +237,7 @@ def test_a_hand_run_from_the_notebooks_folder_writes_to_runs_and_leaves_reports_
     before, t0 = status(), time.time()
     out_nb = tmp_path / "primer.ipynb"
     short = {"phantom_cases": 3, "phantom_shape": [48, 48, 48], "algorithms": ["isen-20"], "hd95_pairs": 1}
-    pm.execute_notebook(str(REPO / "notebooks" / "00_data_and_metrics.ipynb"), str(out_nb), cwd=str(REPO / "notebooks"),
+    pm.executemake_notebook(str(REPO / "notebooks" / "00_data_and_metrics.ipynb"), str(out_nb), cwd=str(REPO / "notebooks"),
                         parameters={"overrides": short}, kernel_name="python3", progress_bar=False)
     assert status() == before
     run_dir = REPO / "runs" / "00_data_and_metrics" / "cpu"

@@ -179,7 +179,7 @@ class AttentionR2UNet(nn.Module):
         for m in bn:
             m.eval()
         try:
-            return torch.cat(self.forward(x), dim=1)
+            return torch.cat(self(x), dim=1)  # through __call__, so hooks (MAC counting) see it
         finally:
             self.train(was)
 

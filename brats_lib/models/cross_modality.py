@@ -1,8 +1,8 @@
 """Networks of the cross-modality deep feature learning framework (Zhang et al.,
 "Cross-Modality Deep Feature Learning for Brain Tumor Segmentation", Pattern Recognition 2021).
 
-Read beside Section 3, Figs. 3-4, 6 and Table 1 of ``../shared/papers/cross_modality.txt``;
-what the text leaves open follows ``../shared/papers/NOTES.md`` ([INF] there).
+Read beside Section 3, Figs. 3-4, 6 and Table 1 of the paper (Zhang et al., Pattern Recognition 2021);
+what the text leaves open follows ``notebooks/papers.md`` (marked "inferred" there).
 
 * :class:`CrossModalityUNet` (Fig. 3) - the generator of CMFT and, with a 4-kernel last
   layer, the single-modality(-pair) branch S_A / S_B of CMFF: MONAI's
@@ -23,7 +23,9 @@ what the text leaves open follows ``../shared/papers/NOTES.md`` ([INF] there).
       S_F = 1x1x1 conv(g)
 
   ``attention="none"`` drops the block (g = h, "Ours w/o MG"), ``"ca"`` replaces it by a
-  conventional bottom-up attention, CBAM [21] (g = CBAM(h), "Ours w CA"). In training mode
+  conventional bottom-up attention, CBAM [21], in the same residual form and position
+  (g = h + W CBAM(h), W zero at the start, "Ours w CA"), so that the row differs from
+  "Ours" in the attention alone. In training mode
   (or with ``branches=True``) the forward returns ``[S_F, S_A, S_B]`` logits (Eq. 7 sums a
   Dice loss over the three), in eval mode S_F's logits (B, 4, X, Y, Z) only.
 
@@ -146,6 +148,22 @@ class MaskGuidedAttention(nn.Module):
         return h + self.mix(torch.cat([h * m_a, h * m_b], 1))
 
 
+class ResidualCBAM(nn.Module):
+    """"Ours w CA": CBAM (bottom-up channel and spatial attention) in the place and the
+    residual form of the mask-guided block, ``g = h + W CBAM(h)`` with W a zero-initialised
+    1x1x1 conv, so that it too starts as the identity."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.cbam = CBAM(channels)
+        self.mix = nn.Conv3d(channels, channels, 1)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.mix(self.cbam(h))
+
+
 class FusionBranch(nn.Module):
     """S_F (Fig. 4): fuse the two branches' last-two-layer features and predictions, attend, classify."""
 
@@ -157,7 +175,7 @@ class FusionBranch(nn.Module):
         self.fuse = nn.Sequential(ConvINReLU(2 * (2 * features + classes), 2 * features),
                                   ConvINReLU(2 * features, features))
         self.attention = (MaskGuidedAttention(features) if attention == "mg"
-                          else CBAM(features) if attention == "ca" else None)
+                          else ResidualCBAM(features) if attention == "ca" else None)
         self.classify = nn.Conv3d(features, classes, 1)
 
     def forward(self, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -11,7 +11,7 @@ name                 Table 1 row                                                
 ``hnfnetv2``         HNF-Net + intra- and inter-scale SDE blocks (HNF-Netv2)     17.91M
 ===================  ==========================================================  =========
 
-Layout (Fig. 2; widths as ``../shared/papers/NOTES.md`` reconstructs them from the
+Layout (Fig. 2; widths as ``notebooks/papers.md`` reconstructs them from the
 parameter counts, ``width`` = c = 32 in the paper)::
 
     scale r      encoder: conv(4 -> c), conv(c -> c)  ---------------------------(+)--> conv(c -> c) -> 1x1 head

@@ -1,8 +1,8 @@
 """OM-Net and its model-cascade baseline (Zhou et al., "One-pass Multi-task Networks with
 Cross-task Guided Attention for Brain Tumor Segmentation", IEEE TIP 2020).
 
-Read beside Section III and Figs. 2-5 of ``../shared/papers/omnet_cga.txt``; layer
-details follow the authors' Caffe prototxts as ``../shared/papers/NOTES.md`` records them.
+Read beside Section III and Figs. 2-5 of the paper (Zhou et al., IEEE TIP 2020); layer
+details follow the authors' Caffe prototxts as ``notebooks/papers.md`` records them.
 
 Backbone (Fig. 2, a 3D FusionNet), input (B, 4, X, Y, Z) with each size a multiple of 8
 (paper: 32 x 32 x 16)::
@@ -55,6 +55,10 @@ TASK_CLASSES = (5, 5, 2)
 BACKGROUND5, NCR5, ED5, ET5, NORMAL5 = 0, 1, 2, 3, 4
 TUMOUR5 = (NCR5, ED5, ET5)
 CORE5 = (NCR5, ET5)
+
+
+#: the prototxts' bias filler, and the biases' learning-rate multiplier (decay multiplier 0)
+BIAS_INIT, BIAS_LR_MULT = 0.1, 2.0
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -217,10 +221,21 @@ class OMNet(nn.Module):
                 heads.append(Classifier(k, c, se_reduction if head == "se" else 0))
         self.heads = nn.ModuleList(heads)
         self.divisor = self.backbone.divisor
-        for m in self.modules():  # MSRA init, as the prototxts
-            if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+        # as the prototxts: MSRA weights; biases 0.1, except the first conv's, 0
+        for i, m in enumerate(m for m in self.modules() if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d))):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0.0 if i == 0 else BIAS_INIT)
+
+    def optimizer_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """The prototxts' ``lr_mult`` / ``decay_mult``: conv and deconv weights at ``lr`` with
+        weight decay; their biases at 2 x ``lr`` without weight decay; every other
+        parameter (batch norm) as the weights."""
+        biases = {id(m.bias) for m in self.modules()
+                  if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)) and m.bias is not None}
+        trainable = [q for q in self.parameters() if q.requires_grad]
+        return [{"params": [q for q in trainable if id(q) not in biases], "lr": lr, "weight_decay": weight_decay},
+                {"params": [q for q in trainable if id(q) in biases], "lr": BIAS_LR_MULT * lr, "weight_decay": 0.0}]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
