@@ -48,12 +48,19 @@ TISSUE = {
 }
 #: tumour tissue contrast in healthy-brain SDs above the healthy mean, per modality
 TUMOUR_Z = {
-    L.ED: (-0.1, 0.1, 0.6, 2.3),
-    L.NCR: (-0.8, -0.7, 1.3, 2.2),
-    L.ET: (-0.3, 2.4, 0.8, 2.2),
+    L.ED: (-0.1, 0.1, 0.6, 1.85),
+    L.NCR: (-0.8, -0.7, 1.3, 1.75),
+    L.ET: (-0.3, 2.4, 0.8, 1.75),
 }
 #: the non-enhancing core of ``no_et`` cases
-NET_Z = (-0.9, -1.0, 1.3, 2.3)
+NET_Z = (-0.9, -1.0, 1.3, 1.85)
+#: sub-region proportions, calibrated on real BraTS cases (six cases: the tumour core is
+#: 0.31-0.63 of the whole tumour, median 0.49; enhancing tumour 0.24-0.73 of the core,
+#: median 0.55): the oedema halo's radius as a multiple of the core's (plus a margin in
+#: units of the half-width of the volume), and the necrotic centre's radius as a fraction
+#: of the core's
+OEDEMA_SCALE, OEDEMA_MARGIN, OEDEMA_IRREGULAR = (1.0, 1.3), 0.015, 0.30
+NECROSIS_SCALE = (0.84, 1.0)
 
 
 def _kernel_matrix(n_out: int, cells: int) -> np.ndarray:
@@ -114,11 +121,12 @@ def _lesion(grid, brain, depth, rng, core_radius, with_et):
     shape = np.array(brain.shape)
     centre = c_idx / (shape - 1) * 2 - 1
     core = _blob(grid, centre, core_radius, rng, 0.25) & brain
-    oedema = _blob(grid, centre, core_radius * rng.uniform(1.7, 2.5) + 0.06, rng, 0.45, stretch=0.35, cells=7) & brain
+    oedema = _blob(grid, centre, core_radius * rng.uniform(*OEDEMA_SCALE) + OEDEMA_MARGIN, rng, OEDEMA_IRREGULAR,
+                   stretch=0.35, cells=7) & brain
     necrosis = None
     if with_et:
         off = rng.uniform(-0.2, 0.2, 3) * core_radius
-        necrosis = _blob(grid, centre + off, core_radius * rng.uniform(0.55, 0.8), rng, 0.2) & core
+        necrosis = _blob(grid, centre + off, core_radius * rng.uniform(*NECROSIS_SCALE), rng, 0.2) & core
         # keep the enhancing rim at least one voxel thick everywhere
         necrosis &= ndi.binary_erosion(core, iterations=1)
     return core, necrosis, oedema
@@ -136,7 +144,7 @@ def make_phantom(seed: int, shape: Sequence[int] = (96, 96, 96), kind: str | Non
     brain, tissue, depth = _anatomy(shape, rng, grid)
 
     n_lesions = 2 if kind == "multifocal" else 1
-    radius = {"small": (0.05, 0.08), "multifocal": (0.08, 0.13)}.get(kind, (0.12, 0.20))
+    radius = {"small": (0.05, 0.08), "multifocal": (0.09, 0.14)}.get(kind, (0.13, 0.21))
     label = np.zeros(shape, np.uint8)
     for _ in range(n_lesions):
         core, necrosis, oedema = _lesion(grid, brain, depth, rng, rng.uniform(*radius), kind != "no_et")
@@ -186,6 +194,25 @@ def contrast_stats(image: np.ndarray, label: np.ndarray) -> dict[str, dict[str, 
         mu, sd = float(h.mean()), float(h.std())
         out[name] = {r: (float(image[m][sel].mean()) - mu) / sd if sel.any() else float("nan") for r, sel in regions.items()}
     return out
+
+
+def composition_stats(label: np.ndarray, brain: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
+    """Sub-region proportions of one case: TC/WT, ET/TC, NCR/TC, the enhancing rim's
+    thickness in mm (ET volume over the tumour core's surface area: the mean thickness of
+    a thin shell) and WT as a fraction of the brain. NaN where a ratio's denominator is empty."""
+    vox = float(np.prod(spacing))
+    wt, tc = label > 0, np.isin(label, (L.NCR, L.ET))
+    n_wt, n_tc, n_et, n_ncr = int(wt.sum()), int(tc.sum()), int((label == L.ET).sum()), int((label == L.NCR).sum())
+    # the core's surface: faces between a core voxel and a non-core 6-neighbour, each of its face's area
+    area = 0.0
+    padded = np.pad(tc, 1)
+    for axis in range(3):
+        face = vox / float(spacing[axis])
+        area += face * np.count_nonzero(np.diff(padded.astype(np.int8), axis=axis))
+    ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+    return {"TC/WT": ratio(n_tc, n_wt), "ET/TC": ratio(n_et, n_tc), "NCR/TC": ratio(n_ncr, n_tc),
+            "ET rim (mm)": ratio(n_et * vox, area) if n_et else float("nan"),
+            "WT/brain": ratio(n_wt, int(np.count_nonzero(brain)))}
 
 
 def phantom_ids(n: int) -> list[str]:

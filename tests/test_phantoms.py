@@ -56,3 +56,35 @@ def test_contrast_stats_on_real_cases_match_the_design_numbers():
     st = contrast_stats(lc.image, lc.label)
     assert 1.8 <= st["flair"]["WT"] <= 2.7
     assert 1.2 <= st["t1ce"]["ET"] <= 1.7
+
+
+def test_composition_of_generated_phantoms_matches_real_cases():
+    """Proportions calibrated on real cases (tumour core 0.31-0.63 of the whole tumour,
+    median 0.49; enhancing 0.24-0.73 of the core, median 0.55): medians of a generated set."""
+    from brats_lib.phantoms import composition_stats
+
+    stats = []
+    for s in range(24):
+        image, label, kind = make_phantom(1000 + s, (48, 48, 48))
+        stats.append(composition_stats(label, image[0] != 0))
+    tcwt = np.nanmedian([s["TC/WT"] for s in stats])
+    ettc = np.nanmedian([s["ET/TC"] for s in stats if s["ET/TC"] > 0])
+    with_et = np.mean([s["ET/TC"] > 0 for s in stats])
+    assert 0.30 <= tcwt <= 0.65 and 0.40 <= ettc <= 0.75 and 0.6 <= with_et <= 0.9, (tcwt, ettc, with_et)
+
+
+def test_composition_stats_of_a_known_shell():
+    from brats_lib import labels as L
+    from brats_lib.phantoms import composition_stats
+
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[3:17, 3:17, 3:17] = L.ED      # 14^3 whole tumour
+    label[5:15, 5:15, 5:15] = L.ET      # 10^3 core, its outer voxel layer enhancing
+    label[6:14, 6:14, 6:14] = L.NCR     # 8^3 necrosis
+    st = composition_stats(label, np.ones(label.shape, bool), spacing=(1.0, 1.0, 2.0))
+    et = 10 ** 3 - 8 ** 3
+    assert st["TC/WT"] == pytest.approx(1000 / 14 ** 3) and st["ET/TC"] == pytest.approx(et / 1000)
+    assert st["NCR/TC"] == pytest.approx(512 / 1000) and st["WT/brain"] == pytest.approx(14 ** 3 / 20 ** 3)
+    # surface of the 10^3 core with voxels 1 x 1 x 2 mm: 2 faces of 10 x 10 x 1 mm^2 (z) and
+    # 4 of 10 x 10 x 2 mm^2 (x, y) = 200 + 800 mm^2; ET volume 488 voxels x 2 mm^3
+    assert st["ET rim (mm)"] == pytest.approx(et * 2.0 / 1000.0)
