@@ -36,6 +36,9 @@ from .data import MODALITIES
 from .io import write_nifti
 from .paths import REPO_ROOT
 
+#: bumped whenever the generator's output changes, so cached phantom folders are never reused
+#: across versions (2: sub-region proportions calibrated on real cases)
+GENERATOR_VERSION = 2
 KINDS = ("gbm", "no_et", "multifocal", "small")
 KIND_PROBS = (0.5, 0.2, 0.15, 0.15)
 
@@ -247,11 +250,12 @@ def write_phantom_dataset(out: str | Path, n: int, seed: int = 0, shape: Sequenc
 
 def phantom_dataset(n: int, seed: int = 0, shape: Sequence[int] = (96, 96, 96), root: str | Path | None = None,
                     progress: bool = False) -> tuple[Path, list[str]]:
-    """Generate (or reuse) ``n`` phantoms in a cache folder keyed by seed and shape.
+    """Generate (or reuse) ``n`` phantoms in a cache folder keyed by seed, shape and
+    :data:`GENERATOR_VERSION`.
 
     Returns ``(folder, case ids)``; default cache: ``<repo>/data/phantoms`` (git-ignored).
     """
     root = Path(root) if root is not None else REPO_ROOT / "data" / "phantoms"
-    folder = root / f"seed{seed}_{'x'.join(str(int(s)) for s in shape)}"
+    folder = root / f"seed{seed}_{'x'.join(str(int(s)) for s in shape)}_v{GENERATOR_VERSION}"
     ids = write_phantom_dataset(folder, n, seed, shape, progress=progress)
     return folder, ids

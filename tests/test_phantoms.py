@@ -88,3 +88,12 @@ def test_composition_stats_of_a_known_shell():
     # surface of the 10^3 core with voxels 1 x 1 x 2 mm: 2 faces of 10 x 10 x 1 mm^2 (z) and
     # 4 of 10 x 10 x 2 mm^2 (x, y) = 200 + 800 mm^2; ET volume 488 voxels x 2 mm^3
     assert st["ET rim (mm)"] == pytest.approx(et * 2.0 / 1000.0)
+
+
+def test_the_phantom_cache_is_keyed_by_generator_version(tmp_path, monkeypatch):
+    from brats_lib import phantoms
+
+    folder, _ = phantoms.phantom_dataset(1, 0, (24, 24, 24), root=tmp_path)
+    monkeypatch.setattr(phantoms, "GENERATOR_VERSION", phantoms.GENERATOR_VERSION + 1)
+    newer, _ = phantoms.phantom_dataset(1, 0, (24, 24, 24), root=tmp_path)
+    assert newer != folder and (newer / "Phantom_00000").is_dir()  # regenerated, not reused
