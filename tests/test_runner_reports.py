@@ -213,7 +213,7 @@ def test_data_digests_are_cached_by_size_and_modification_time(tmp_path):
     assert runner.folder_digest(folder, cache) != first
 
 
-def test_reproduce_dry_run_from_the_command_line_lists_everymake_notebook():
+def test_reproduce_dry_run_from_the_command_line_lists_every_notebook():
     r = subprocess.run([sys.executable, "-m", "brats_lib", "reproduce", "--profile", "test", "--dry-run"],
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -237,7 +237,7 @@ def test_a_hand_run_from_the_notebooks_folder_writes_to_runs_and_leaves_reports_
     before, t0 = status(), time.time()
     out_nb = tmp_path / "primer.ipynb"
     short = {"phantom_cases": 3, "phantom_shape": [48, 48, 48], "algorithms": ["isen-20"], "hd95_pairs": 1}
-    pm.executemake_notebook(str(REPO / "notebooks" / "00_data_and_metrics.ipynb"), str(out_nb), cwd=str(REPO / "notebooks"),
+    pm.execute_notebook(str(REPO / "notebooks" / "00_data_and_metrics.ipynb"), str(out_nb), cwd=str(REPO / "notebooks"),
                         parameters={"overrides": short}, kernel_name="python3", progress_bar=False)
     assert status() == before
     run_dir = REPO / "runs" / "00_data_and_metrics" / "cpu"
