@@ -44,10 +44,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--quick", action="store_true", help="small sizes only (no full-size case, no 128^3 training)")
-    ap.add_argument("--only", nargs="*", choices=("metrics", "inference", "training", "data"),
+    ap.add_argument("--only", nargs="*", choices=("metrics", "inference", "training", "precision", "data"),
                     help="re-run these sections; the others are kept from the existing report")
     a = ap.parse_args()
-    only = set(a.only or ("metrics", "inference", "training", "data"))
+    only = set(a.only or ("metrics", "inference", "training", "precision", "data"))
     sizes = ("64^3",) if a.quick else ("64^3", "128^3", "full")
     hw = hardware()
     gpus = ", ".join(hw.get("gpus", [])) or "none"
@@ -69,6 +69,8 @@ def main() -> int:
     if "training" in only:
         patches = ((64, 64, 64),) if a.quick else ((64, 64, 64), (128, 128, 128))
         new["training"] = bench_training.run(patches, a.device)
+    if "precision" in only:
+        new["precision"] = bench_training.run_precision(a.device)
     if "data" in only:
         new["data"] = bench_data.run(sizes)
     stamp = f"{time.strftime('%Y-%m-%d %H:%M')} by `python -m benchmarks {' '.join(sys.argv[1:])}`"

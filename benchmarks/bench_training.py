@@ -23,6 +23,7 @@ from brats_lib import models
 from brats_lib.augment import DeviceBatch
 from brats_lib.losses import DeepSupervision, region_loss
 from brats_lib.phantoms import make_phantom
+from brats_lib.precision import autocast, needs_grad_scaler, precision_name
 from brats_lib.preprocess import zscore
 from brats_lib.sampling import PatchDataset
 from brats_lib.training import EpochSampler, LRFactor, TrainConfig, fit, make_optimizer, to_channels_last
@@ -63,13 +64,12 @@ def bare_loop(ds, cfg: TrainConfig, device) -> float:
             batches.append((torch.stack([a for a, _ in items]).to(device), torch.stack([b for _, b in items]).to(device)))
     opt = make_optimizer(model.parameters(), cfg, device)  # fused on a GPU, as fit
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(cfg, len(batches) // cfg.epochs))
-    use_amp = device == "cuda" and cfg.amp  # as fit: AMP only on the GPU
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, cfg.amp))  # as fit
     model.train()
     t = time.perf_counter()
     for x, y in batches:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        with autocast(device, cfg.amp):  # as fit: float16 on CUDA, bfloat16 on CPUs that have it
             loss = loss_fn(model(x), y)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -162,8 +162,7 @@ def throughput(model, batch: int, patch, device: str, amp: bool, steps: int = 10
         x, y = to_channels_last(x), to_channels_last(y)
     loss_fn = DeepSupervision(region_loss(), (1.0, 0.5, 0.25))
     opt = make_optimizer(model.parameters(), TrainConfig(lr=1e-4, fused=fused), device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device == "cuda")
-    use_amp = amp and device == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device, amp))
     torch.backends.cudnn.benchmark = device == "cuda"
     net = torch.compile(model) if compile and device == "cuda" else model
 
@@ -177,7 +176,7 @@ def throughput(model, batch: int, patch, device: str, amp: bool, steps: int = 10
             sync()
             t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+        with autocast(device, amp):
             loss = loss_fn(net(x), y)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -185,7 +184,7 @@ def throughput(model, batch: int, patch, device: str, amp: bool, steps: int = 10
     sync()
     train = batch * steps / (time.perf_counter() - t)
     model.eval()
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+    with torch.no_grad(), autocast(device, amp):
         for i in range(warmup + steps):
             if i == warmup:
                 sync()
@@ -242,3 +241,73 @@ def run_gpu_throughput(device: str = "cuda", patch=(128, 128, 128), steps: int =
 
 if __name__ == "__main__":
     print(run()[0])
+
+
+# ------------------------------------------------------------------ float32 vs bfloat16 on the CPU
+def _precision_fit(amp: bool, train, val, patch, steps: int, device: str) -> tuple[float, dict[str, float]]:
+    """Train the cpu-profile U-Net for ``steps`` steps in one precision; returns (seconds,
+    mean validation Dice per region, inference in the same precision)."""
+    from brats_lib.inference import predict_case
+    from brats_lib.metrics import evaluate_labels
+
+    ds = PatchDataset(train, patch, samples_per_epoch=2 * steps, fg_prob=0.67, seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=2, lr=3e-3, optimizer="adam", schedule="cosine", val_every=0,
+                      amp=amp, progress=False)
+    model = _model(device)
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        fit(model, DeepSupervision(region_loss(), (1.0, 0.5, 0.25)), ds, cfg, d, device=device, resume=False)
+        seconds = time.perf_counter() - t
+    scores = [evaluate_labels(predict_case(model, img, patch, device=device, amp=amp)[0], lab) for img, lab in val]
+    return seconds, {r: float(np.mean([s[r]["Dice"] for s in scores])) for r in ("WT", "TC", "ET")}
+
+
+def run_precision(device: str = "cpu", patches=((32, 32, 32), (64, 64, 64)), repeats: int = 5,
+                  steps: int = 10, train_steps: int = 400, target: float = 2.0) -> tuple[str, bool]:
+    """One training step of the cpu-profile U-Net in float32 and under bfloat16 autocast
+    (what ``amp: true`` gives on a CPU with bfloat16 instructions), ``repeats`` back-to-back
+    pairs, order alternating; the ratio is the median of the pairs'. Then the same network
+    trained ``train_steps`` steps in each precision on the same phantoms and samples, and
+    its validation Dice: the speed must not cost accuracy."""
+    if precision_name(device) != "bfloat16 autocast":
+        return ("## Training precision: float32 vs bfloat16 autocast\n\nNot measured: this "
+                f"{device} has no bfloat16 instructions (`amp: true` trains in {precision_name(device)} here).", True)
+    rows, passed = [], True
+    for patch in patches:
+        ratios, times = [], {True: [], False: []}
+        for r in range(repeats):
+            for amp in ((False, True) if r % 2 == 0 else (True, False)):
+                torch.manual_seed(0)
+                times[amp].append(1.0 / throughput(_model(device), 2, patch, device, amp=amp, steps=steps, warmup=2)["training"])
+            ratios.append(times[False][-1] / times[True][-1])
+        ratio = float(np.median(ratios))
+        ok = ratio >= target
+        passed &= ok
+        size = "x".join(map(str, patch))
+        rows.append([f"bf16 training step vs fp32, {size}, batch 2", f"{2 * np.median(times[False]) * 1e3:.0f}",
+                     f"{2 * np.median(times[True]) * 1e3:.0f}", f"**{ratio:.2f}x**",
+                     f"{min(ratios):.2f}-{max(ratios):.2f}x", "yes" if ok else "NO"])
+        print(f"precision {size}: fp32 / bf16 step time {ratio:.2f}x")
+    shape, patch = (48, 48, 48), (32, 32, 32)
+    cases = [make_phantom(s, shape, kind="gbm")[:2] for s in range(12)]
+    train, val = [(zscore(i), lab) for i, lab in cases[:8]], cases[8:]
+    dice_rows = []
+    for amp in (False, True):
+        seconds, dice = _precision_fit(amp, train, val, patch, train_steps, device)
+        dice_rows.append([precision_name(device, amp), str(train_steps), f"{seconds:.1f}"]
+                         + [f"{dice[r]:.3f}" for r in ("WT", "TC", "ET")])
+        print(f"precision {precision_name(device, amp)}: {train_steps} steps in {seconds:.1f} s, Dice {dice}")
+    md = "\n".join([
+        "## Training precision: float32 vs bfloat16 autocast", "",
+        "`amp: true` (every notebook's default) autocasts to bfloat16 on CPUs with bfloat16 instructions "
+        "(AVX512-BF16 / AMX; `brats_lib.precision`), float16 on CUDA. One training step (forward, loss, backward, "
+        f"Adam) of the U-Net the cpu profiles train (depth 4, filters 8-64, deep supervision), {repeats} back-to-back "
+        "pairs per size, order alternating; the ratio is the median of the pairs' fp32 / bf16 time "
+        f"(target: at least {target:.1f}x).", "",
+        md_table(["comparison", "fp32 step (ms)", "bf16 step (ms)", "ratio", "range over pairs", f"target met (>= {target:.1f}x)"], rows), "",
+        f"The same network trained {train_steps} steps in each precision (same initial weights, same samples: "
+        f"8 phantoms of {'x'.join(map(str, shape))}, {'x'.join(map(str, patch))} patches, batch 2, Adam 3e-3 with a cosine "
+        "schedule), then its mean Dice on 4 validation phantoms (sliding window in the same precision):", "",
+        md_table(["precision", "steps", "training (s)", "WT Dice", "TC Dice", "ET Dice"], dice_rows),
+    ])
+    return md, passed

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 #: the heading each benchmark section starts with, by its ``--only`` name
-HEADINGS = {"metrics": "## Metrics", "inference": "## Inference", "training": "## Training", "data": "## Data"}
+HEADINGS = {"metrics": "## Metrics", "inference": "## Inference", "training": "## Training",
+            "precision": "## Training precision", "data": "## Data"}
 _TOTAL = re.compile(r"^Total benchmark time .*all targets met: (yes|NO)\.$", re.M)
 _SECTION = re.compile(r"^Targets in this section met: (yes|NO)\.$", re.M)
 
@@ -15,8 +16,9 @@ def split_sections(text: str) -> dict[str, str]:
     out = {}
     parts = re.split(r"(?m)^(?=## )", text)
     for part in parts:
+        title = part.split("\n", 1)[0].split(":", 1)[0].strip()
         for name, heading in HEADINGS.items():
-            if part.startswith(heading):
+            if title == heading:
                 out[name] = part.strip()
     return out
 

@@ -15,6 +15,7 @@ Modules, in the order data flows through them:
 * :mod:`~brats_lib.metrics` - Dice, HD95, sensitivity, specificity, PPV
 * :mod:`~brats_lib.complexity` - parameters and MACs
 * :mod:`~brats_lib.report` - manifests, tables, figures
+* :mod:`~brats_lib.claims` - the papers' claims checked on per-case scores (paired tests, verdicts)
 * :mod:`~brats_lib.params`, :mod:`~brats_lib.runner`, :mod:`~brats_lib.cli` - notebooks and the command line
 """
 __version__ = "0.1.0"

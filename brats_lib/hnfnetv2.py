@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from . import losses, models, postprocess
 from .augment import HNFNetAugmentation
+from .claims import Claim
 from .data import LoadedCase
 from .inference import predict_case, prepare_image, probabilities_to_labels, save_predictor, validation_fn
 from .sampling import PatchDataset
@@ -71,6 +72,27 @@ PAPER_TABLE3 = pd.DataFrame(
     [[87.8514, 87.2985, 92.4919, 8.9184, 16.2530, 4.4895],
      [93.6785, 95.9990, 95.6831, 1.0, 1.4142, 1.7321]],
     index=["mean", "median"], columns=_SUMMARY_COLUMNS)
+
+
+def _paper_gain(better: str, worse: str, metric: str) -> str:
+    """Table 1's Dice difference (better - worse, in %) of a per-case column; rows by network."""
+    label = {n: lab for lab, n in TABLE1_ROWS}
+    d = PAPER_TABLE1.loc[label[better], ["Dice ET", "Dice TC", "Dice WT"]] - \
+        PAPER_TABLE1.loc[label[worse], ["Dice ET", "Dice TC", "Dice WT"]]
+    return f"{(d.mean() if metric == 'Dice mean' else d[metric]):+.4f} Dice %"
+
+
+#: Section 4.2's reading of Table 1: each step improves the Dice of ET, TC and WT (the text
+#: gives every region's gain), and HNF-Netv2 is best; rows are the per-case "row" keys
+CLAIMS: list[Claim] = [
+    Claim(text, better, worse, metric, source="Sec. 4.2, Table 1",
+          paper=_paper_gain(better, worse, metric))
+    for text, better, worse in (("HNF-Net beats the 3D U-Net", "hnfnet", "hnf_unet3d"),
+                                ("intra-SDE improves HNF-Net", "hnfnet_intra", "hnfnet"),
+                                ("inter-SDE improves it further (HNF-Netv2)", "hnfnetv2", "hnfnet_intra"))
+    for metric in ("Dice mean", "Dice ET", "Dice TC", "Dice WT")
+] + [Claim("HNF-Netv2 achieves the best segmentation performance", "hnfnetv2", None, "Dice mean", kind="first",
+           among=tuple(ROWS.values()), source="Sec. 4.2, Table 1", paper="the best row of Table 1 in ET, TC and WT")]
 
 
 # ------------------------------------------------------------------ networks and loss
@@ -134,7 +156,7 @@ def predict(model, lc: LoadedCase, p, tta=None, post: bool = True, device=None):
     and (``post``) the ET-volume rule. ``model`` may be a list (the fold ensemble)."""
     rule = (lambda labels, probs: postprocess.hnfnetv2(labels, probs, p.min_et)) if post else None
     return predict_case(model, lc.image, tta=tta, device=device, postprocess=rule,
-                        amp=bool(p.amp and torch.cuda.is_available()), **inference_settings(p))
+                        amp=p.amp, **inference_settings(p))
 
 
 def to_labels(probs: np.ndarray, p, post: bool = True) -> np.ndarray:
@@ -149,7 +171,7 @@ def validation(cases: Sequence[LoadedCase], p, device=None):
     over whole validation cases, Section 4.1 inference without TTA and post-processing."""
     s = inference_settings(p)
     return validation_fn(cases, s["roi_size"], "sigmoid", s["thresholds"], s["overlap"], None, "zscore", None,
-                         CLIP_PERCENTILES, device, amp=bool(p.amp and torch.cuda.is_available()),
+                         CLIP_PERCENTILES, device, amp=p.amp,
                          centre_crop=s["centre_crop"], mode="constant", sw_batch_size=s["sw_batch_size"])
 
 

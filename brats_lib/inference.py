@@ -23,6 +23,7 @@ from monai.inferers import sliding_window_inference
 from . import labels as L
 from . import preprocess as P
 from .io import write_nifti
+from .precision import autocast
 
 #: all 8 flip combinations of the three spatial axes (as tensor dims 2, 3, 4)
 ALL_FLIPS: tuple[tuple[int, ...], ...] = tuple(
@@ -109,7 +110,8 @@ def sliding_window_probabilities(
     ``image``: (B, C, X, Y, Z). Windows are blended with Gaussian (``mode="gaussian"``)
     or constant weights. ``tta_mode="window"`` batches the flips of each window
     (:class:`FlipBatch`, one pass); ``"image"`` runs one sliding pass per flipped
-    image and averages, the textbook form. ``amp`` runs the network in float16 on CUDA.
+    image and averages, the textbook form. ``amp`` runs the network in mixed precision
+    (float16 on CUDA, bfloat16 on CPUs that have it: :mod:`brats_lib.precision`).
     Returns (B, out_channels, X, Y, Z) float32 on the CPU.
     """
     first = model[0] if isinstance(model, (list, tuple)) else model
@@ -118,7 +120,7 @@ def sliding_window_probabilities(
     flips = parse_flips(tta)
     sw = dict(roi_size=tuple(roi_size), sw_batch_size=sw_batch_size, overlap=overlap, mode=mode,
               sw_device=device, device=torch.device("cpu"), progress=progress)
-    with torch.autocast("cuda", dtype=torch.float16, enabled=amp and device.type == "cuda"):
+    with autocast(device.type, amp):
         if tta_mode == "window":
             return sliding_window_inference(image, predictor=FlipBatch(model, flips, output), **sw).float()
         if tta_mode != "image":

@@ -137,6 +137,20 @@ def evaluate_labels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] 
     return {r: binary_metrics(L.region_mask(pred, r), L.region_mask(ref, r), spacing, size) for r in regions}
 
 
+def case_scores(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> dict[str, float]:
+    """One case's row of a per-case table: ``"{Metric} {Region}"`` for every metric and
+    region (ET, TC, WT; :func:`evaluate_labels`), and the voxel counts ``"pred voxels {R}"``
+    / ``"ref voxels {R}"`` of each region in the prediction and the reference. The counts
+    show where a score comes from the empty-region rules (both empty: Dice 1, HD95 0),
+    which :mod:`brats_lib.claims` flags."""
+    res = evaluate_labels(pred, ref, spacing)
+    row = {f"{m} {r}": res[r][m] for r in L.REGIONS for m in METRICS}
+    for r in L.REGIONS:
+        row[f"pred voxels {r}"] = int(np.count_nonzero(L.region_mask(pred, r)))
+        row[f"ref voxels {r}"] = int(np.count_nonzero(L.region_mask(ref, r)))
+    return row
+
+
 def to_frame(per_case: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
     """{case: {region: {metric: v}}} -> wide table, one row per case, columns
     ``<Metric>_<Region>`` in the BraTS order (Dice_ET, Dice_TC, Dice_WT, HD95_ET, ...)."""

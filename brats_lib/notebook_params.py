@@ -91,6 +91,9 @@ class OptimizedUNetParams:
     fg_prob: float = 0.4
     weight_decay: float = 1e-4
     keep_best: int = 2
+    #: validate (and consider for the best checkpoints) every ``val_every`` epochs and at the
+    #: last (the paper: every epoch)
+    val_every: int = 1
     amp: bool = True
     num_workers: int = 0
     progress: bool = True

@@ -40,10 +40,12 @@ from scipy import ndimage
 from . import labels as L
 from . import models, postprocess
 from . import preprocess as P
+from .claims import Claim
 from .data import LoadedCase
 from .inference import prepare_image
 from .models.omnet import CORE5, ED5, ET5, NCR5, NORMAL5, TUMOUR5
 from .sampling import EpochSeeded, random_patch
+from .precision import autocast
 from .training import FitResult, TrainConfig, fit, load_weights
 
 #: Section III-A geometry
@@ -130,19 +132,42 @@ def transfer_counts(history: pd.DataFrame) -> dict[str, int]:
             for k in ("transferred to task 2", "transferred to task 3")}
 
 
-#: what the text says of the rows whose numbers are lost (Section V-A)
-PAPER_CLAIMS = [
-    ("MC2 beats MC1, MC3 beats MC2 (Dice)", "MC2", "MC1"),
-    ("OM-Net beats MC3", "OM-Net", "MC3"),
-    ("OM-Net beats OM-Net0 (curriculum + transfer)", "OM-Net", "OM-Net0"),
-    ("OM-Net beats OM-Netd (curriculum)", "OM-Net", "OM-Netd"),
-    ("OM-Net + CGA beats OM-Net (+2.28 TC)", "OM-Net + CGA", "OM-Net"),
-    ("OM-Net + CGA beats OM-Net + SE", "OM-Net + CGA", "OM-Net + SE"),
-    ("OM-Net + CGA beats CGA- (Pt, Pn in CompSeg)", "OM-Net + CGA", "OM-Net + CGA-"),
-    ("OM-Net + CGA beats CGAt", "OM-Net + CGA", "OM-Net + CGAt"),
-    ("OM-Net + CGA beats CGAn", "OM-Net + CGA", "OM-Net + CGAn"),
-    ("post-processing improves OM-Net (about +2.6 TC)", "OM-Netp", "OM-Net"),
-    ("post-processing improves OM-Net + CGA", "OM-Net + CGAp", "OM-Net + CGA"),
+def _paper_gain(better: str, worse: str) -> str:
+    """Table I's Dice differences (better - worse) per region, as recovered."""
+    d = PAPER_TABLE1.loc[better] - PAPER_TABLE1.loc[worse]
+    return ", ".join(f"{c.split()[1]} {v:+.2f}" for c, v in d.items()) + " (Dice %)"
+
+
+#: what Section V-A says of Table I's rows, each on the region the text names (mean Dice
+#: of ET, TC, WT where it names none); checked by :func:`brats_lib.claims.check_claims`
+CLAIMS: list[Claim] = [
+    Claim("more models in MC, better Dice: MC2 beats MC1", "MC2", "MC1", "Dice mean", source="Sec. V-A1, Table I",
+          paper=_paper_gain("MC2", "MC1")),
+    Claim("more models in MC, better Dice: MC3 beats MC2 (its third network decides ET only)", "MC3", "MC2",
+          "Dice ET", source="Sec. V-A1, Table I", paper=_paper_gain("MC3", "MC2")),
+    Claim("OM-Net beats MC3, especially on TC and ET", "OM-Net", "MC3", "Dice mean", source="Sec. V-A2, Table I",
+          paper=_paper_gain("OM-Net", "MC3")),
+    Claim("OM-Net beats OM-Net0 (curriculum + data transfer)", "OM-Net", "OM-Net0", "Dice mean",
+          source="Sec. V-A2, Table I", paper=_paper_gain("OM-Net", "OM-Net0")),
+    Claim("OM-Net beats OM-Netd (curriculum)", "OM-Net", "OM-Netd", "Dice mean", source="Sec. V-A2, Table I",
+          paper=_paper_gain("OM-Net", "OM-Netd")),
+    Claim("OM-Net + CGA beats OM-Net by as much as 2.28 on TC Dice", "OM-Net + CGA", "OM-Net", "Dice TC",
+          source="Sec. V-A3, Table I", paper="+2.28 TC Dice"),
+    Claim("OM-Net + CGA beats OM-Net + SE", "OM-Net + CGA", "OM-Net + SE", "Dice mean", source="Sec. V-A3, Table I"),
+    Claim("OM-Net + CGA significantly beats CGA- (Pt, Pn in CompSeg)", "OM-Net + CGA", "OM-Net + CGA-", "Dice mean",
+          source="Sec. V-A3, Table I", paper="\"significantly outperforms\""),
+    Claim("OM-Net + CGA beats CGAt (upper CompSeg branch only)", "OM-Net + CGA", "OM-Net + CGAt", "Dice mean",
+          source="Sec. V-A3, Table I"),
+    Claim("OM-Net + CGA beats CGAn (lower CompSeg branch only)", "OM-Net + CGA", "OM-Net + CGAn", "Dice mean",
+          source="Sec. V-A3, Table I"),
+    Claim("post-processing improves OM-Net's TC Dice by 2.6", "OM-Netp", "OM-Net", "Dice TC",
+          source="Sec. V-A4, Table I", paper="+2.6 TC Dice"),
+    Claim("post-processing slightly improves OM-Net's WT Dice", "OM-Netp", "OM-Net", "Dice WT",
+          source="Sec. V-A4, Table I", paper="\"slightly\""),
+    Claim("post-processing improves OM-Net + CGA on WT", "OM-Net + CGAp", "OM-Net + CGA", "Dice WT",
+          source="Sec. V-A4, Table I"),
+    Claim("post-processing improves OM-Net + CGA on TC", "OM-Net + CGAp", "OM-Net + CGA", "Dice TC",
+          source="Sec. V-A4, Table I"),
 ]
 
 
@@ -390,14 +415,14 @@ def tile_corners(shape: Sequence[int], centre: Sequence[int], mask: np.ndarray |
 @torch.no_grad()
 def overlap_tile(fn: Callable[[torch.Tensor], list[torch.Tensor]], image: np.ndarray, patch: Sequence[int],
                  centre: Sequence[int], mask: np.ndarray | None = None, batch_size: int = 8, device=None,
-                 fill: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+                 fill: Sequence[np.ndarray] | None = None, amp: bool = False) -> list[np.ndarray]:
     """Ronneberger's overlap-tile strategy (Section III-A): patches of size ``patch``
     every ``centre`` voxels, each keeping only its central ``centre`` block.
 
     ``fn(batch (B, C, *patch)) -> [output (B, K_j, *patch), ...]`` (probabilities or
     features); returns one (K_j, *image.shape[1:]) array per output. Only tiles whose
     centre holds a ``mask`` voxel run; the rest of each output is ``fill[j]`` (a (K_j,)
-    vector; default 0).
+    vector; default 0). ``amp``: mixed precision (:mod:`brats_lib.precision`).
     """
     patch, centre = tuple(int(v) for v in patch), tuple(int(v) for v in centre)
     if any(c > p for c, p in zip(centre, patch)):
@@ -413,7 +438,8 @@ def overlap_tile(fn: Callable[[torch.Tensor], list[torch.Tensor]], image: np.nda
     for k in range(0, len(corners), batch_size):
         chunk = corners[k:k + batch_size]
         batch = np.stack([x[(slice(None),) + tuple(slice(c, c + p) for c, p in zip(cor, patch))] for cor in chunk])
-        res = [r.float().cpu().numpy() for r in fn(torch.from_numpy(batch).to(dev))]
+        with autocast(dev.type, amp):
+            res = [r.float().cpu().numpy() for r in fn(torch.from_numpy(batch).to(dev))]
         if outs is None:
             outs = [np.zeros((r.shape[1], *tiled), np.float32) for r in res]
             for j, o in enumerate(outs):
@@ -475,7 +501,7 @@ def predict_cascade(nets: Sequence[nn.Module], x: np.ndarray, p, device=None, di
     """MC inference (Fig. 1a): net 1 on the brain; net 2 on the dilated coarse tumour;
     net 3 on the tumour core - three passes, each after the last. Returns 5-class labels."""
     brain = P.brain_mask(x)
-    kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device)
+    kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device, amp=p.amp)
     p1 = overlap_tile(_softmax_fn(nets[0]), x, mask=brain, fill=[_background(5)], **kw)[0]
     if len(nets) == 1:
         return fuse(p1)
@@ -494,7 +520,7 @@ def predict_one_pass(net: nn.Module | Sequence[nn.Module], x: np.ndarray, p, dev
     """OM-Net inference (Fig. 1b): one pass over the brain gives all three tasks' outputs,
     fused as MC. A list of networks is an ensemble (probabilities averaged, as OM-Net +
     CGA*). Returns 5-class labels."""
-    kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device)
+    kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device, amp=p.amp)
     p1, p2, p3 = overlap_tile(_softmax_fn(net), x, mask=P.brain_mask(x),
                               fill=[_background(5), _background(5), _background(2)], **kw)
     return fuse(p1, p2, p3, dilation)
@@ -520,7 +546,7 @@ def probabilities(nets: Sequence[nn.Module], lc: LoadedCase, p, device=None) -> 
     x, box = network_input(lc)
     for n in nets:
         n.to(device or "cpu").eval()
-    kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device)
+    kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device, amp=p.amp)
     fills = [_background(5), _background(5), _background(2)]
     maps = overlap_tile(_softmax_fn(list(nets)), x, mask=P.brain_mask(x), fill=fills, **kw)
     return np.stack([P.uncrop(m[c], box, fill=float(f[c])) for m, f in zip(maps, fills) for c in range(len(f))])

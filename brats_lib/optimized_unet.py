@@ -32,6 +32,7 @@ import torch
 from . import labels as L
 from . import losses, models, postprocess
 from .augment import DeviceBatch, DeviceNnUNetAugmentation, NnUNetAugmentation
+from .claims import Claim
 from .data import LoadedCase
 from .inference import predict_case, prepare_image, probabilities_to_labels, validation_fn
 from .metrics import dice
@@ -125,6 +126,39 @@ def paper_table(name: str) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+#: the two rows of Table 4 in the per-case table of the post-processing step
+TABLE4_ROWS = ("without post-processing", "with post-processing")
+
+
+def _versus(table: str, *labels: str) -> str:
+    """The paper's mean Dice over the five folds of ``labels`` in ``table``."""
+    return " vs ".join(f"{np.mean(PAPER_TABLES[table][lab][:5]):.4f}" for lab in labels) + " (mean of the folds)"
+
+
+#: what Section 3.3 says of Tables 1-4, on the mean Dice of ET, TC, WT the tables print;
+#: post-processing also on ET, the region it changes (Section 2.5). Rows: keys of RUNS and TABLE4_ROWS
+CLAIMS: list[Claim] = [
+    Claim("the baseline U-Net achieves the highest score", "U-Net", None, "Dice mean", kind="first",
+          among=tuple(k for _, k in TABLES["table1"]), source="Sec. 3.3, Table 1",
+          paper=_versus("table1", "U-Net", "SegResNetVAE", "UNETR")),
+    Claim("deep supervision significantly improves the baseline U-Net", "DS", "U-Net", "Dice mean",
+          source="Sec. 3.3, Table 2", paper=_versus("table2", "DS", "baseline")),
+    Claim("a deeper encoder slightly improves U-Net + DS", "Deeper", "DS", "Dice mean", source="Sec. 3.3, Table 3",
+          paper=_versus("table3", "Deeper", "DS")),
+    Claim("more channels slightly improve U-Net + DS", "Channels", "DS", "Dice mean", source="Sec. 3.3, Table 3",
+          paper=_versus("table3", "Channels", "DS")),
+    Claim("the one-hot channel slightly improves U-Net + DS", "One-hot", "DS", "Dice mean",
+          source="Sec. 3.3, Table 3", paper=_versus("table3", "One-hot", "DS")),
+    Claim("all modifications together improve the score further (D+C+O)", "D+C+O", None, "Dice mean", kind="first",
+          among=tuple(k for _, k in TABLES["table3"]), source="Sec. 3.3, Table 3",
+          paper=_versus("table3", "D+C+O", "Deeper")),
+    Claim("post-processing improves the mean Dice", TABLE4_ROWS[1], TABLE4_ROWS[0], "Dice mean",
+          source="Sec. 3.3, Table 4", paper=_versus("table4", "with", "without")),
+    Claim("removing small ET improves the ET score", TABLE4_ROWS[1], TABLE4_ROWS[0], "Dice ET",
+          source="Sec. 2.5, 3.3", paper="\"beneficial to the final score\" (ET-free cases: Dice 1 or 0)"),
+]
+
+
 # ------------------------------------------------------------------ networks and losses
 def model_kwargs(run: Run, p, paper_size: bool = False) -> dict:
     """Constructor arguments of ``run``'s network: from the parameters ``p`` (scaled for the
@@ -189,7 +223,7 @@ def predict(model, lc: LoadedCase, run: Run, p, tta=None, thresholds=(0.5, 0.5, 
     overlap 0.5, Gaussian weights; ``model`` may be a list (an ensemble)."""
     return predict_case(model, lc.image, p.patch_size, "sigmoid", thresholds, p.overlap, "gaussian", tta,
                         NORMALISATION, p.onehot_mode if run.onehot else None, device=device,
-                        amp=bool(p.amp and torch.cuda.is_available()), label_rule=p.label_rule, tta_mode=p.tta_mode)
+                        amp=p.amp, label_rule=p.label_rule, tta_mode=p.tta_mode)
 
 
 def validation(cases: Sequence[LoadedCase], run: Run, p, device=None):
@@ -198,7 +232,7 @@ def validation(cases: Sequence[LoadedCase], run: Run, p, device=None):
 
     return validation_fn(cases, p.patch_size, "sigmoid", (0.5, 0.5, 0.5), p.overlap, None, NORMALISATION,
                          p.onehot_mode if run.onehot else None, device=device,
-                         amp=bool(p.amp and torch.cuda.is_available()), label_rule=p.label_rule)
+                         amp=p.amp, label_rule=p.label_rule)
 
 
 # ------------------------------------------------------------------ training
@@ -210,6 +244,7 @@ def train_config(p, lr: float, run: Run | None = None) -> TrainConfig:
     return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, optimizer="adam", lr=lr,
                        weight_decay=p.weight_decay, schedule="cosine",
                        warmup_epochs=p.warmup_steps / p.steps_per_epoch, best_metric="dice_mean",
+                       val_every=p.val_every,
                        keep_best=p.keep_best, amp=p.amp, num_workers=p.num_workers, seed=p.seed,
                        progress=p.progress, channels_last=p.channels_last and conv, compile=p.compile)
 

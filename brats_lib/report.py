@@ -67,9 +67,17 @@ def versions() -> dict:
 
 
 def manifest(notebook: str, profile: str, data_source: str, seed: int, wall_time_s: float | None = None,
-             **extra) -> dict:
+             amp: bool = True, **extra) -> dict:
+    """What a report's ``manifest.json`` holds: the run's notebook, profile, data, seed,
+    commit, hardware, library versions, the precision its networks ran in (``amp``: the
+    notebook's parameter; :mod:`brats_lib.precision`), wall time and ``extra`` keys."""
+    import torch
+
+    from .precision import precision_name
+
     return {"notebook": notebook, "profile": profile, "data_source": data_source, "seed": seed,
             "git_commit": git_commit(), "hardware": hardware(), "versions": versions(),
+            "precision": precision_name("cuda" if torch.cuda.is_available() else "cpu", amp),
             "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
 
@@ -259,3 +267,38 @@ def show_table(df: pd.DataFrame, floatfmt: str = ".4f", index: bool = True):
         display(Markdown(df.to_markdown(index=index, floatfmt=floatfmt)))
     except ImportError:
         print(df.to_string())
+
+
+# ------------------------------------------------------------------ where the time goes
+class Stopwatch:
+    """Where a notebook's wall time goes, one line per cell.
+
+    ``clock = Stopwatch()`` in the setup cell; ``clock.lap("phase")`` at the end of a cell
+    books the time since the previous lap to ``phase`` (laps of the same name add up).
+    ``clock.lap("training and evaluation", training=s)`` books ``s`` seconds of it to
+    ``"training"`` (e.g. the sum of the training loops' own clocks) and the rest to the
+    named phase. ``clock.table()`` is the split in seconds and percent; ``clock.seconds``
+    goes into the manifest.
+    """
+
+    def __init__(self, start: float | None = None):
+        self.last = time.time() if start is None else float(start)
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, phase: str, **parts: float) -> None:
+        now = time.time()
+        spent, self.last = now - self.last, now
+        for name, s in parts.items():
+            s = min(float(s), spent)
+            self.seconds[name] = self.seconds.get(name, 0.0) + s
+            spent -= s
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + spent
+        return None
+
+    def table(self) -> pd.DataFrame:
+        total = sum(self.seconds.values()) or 1.0
+        df = pd.DataFrame({"seconds": self.seconds}).sort_values("seconds", ascending=False)
+        df["share (%)"] = 100 * df["seconds"] / total
+        df.loc["total"] = [sum(self.seconds.values()), 100.0]
+        df.index.name = "phase"
+        return df.round(1)

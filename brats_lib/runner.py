@@ -146,7 +146,7 @@ def environment() -> dict:
     import torch
 
     from .report import versions
-    from .training import precision_name
+    from .precision import precision_name
 
     cuda = torch.cuda.is_available()
     kind = ("cuda: " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))

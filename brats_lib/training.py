@@ -15,7 +15,8 @@ Exact resume: sample ``i`` of epoch ``e`` depends only on ``(seed, e, i)`` (see
 restored, so a run interrupted after any completed epoch and resumed ends with the
 same weights as an uninterrupted run (on the CPU, where kernels are deterministic).
 
-AMP and ``torch.compile`` are used only where CUDA is present. On a GPU the loop adds no
+Mixed precision (``amp``) is float16 on CUDA and bfloat16 on CPUs with bfloat16
+instructions (:mod:`brats_lib.precision`); ``torch.compile`` is used only where CUDA is present. On a GPU the loop adds no
 host synchronisation to a step: batches are copied on a side stream while the previous
 one computes, Adam / AdamW / SGD run their fused CUDA kernels (which also take the AMP
 gradient scaler's inf check on the device), and the progress bar shows the loss once
@@ -46,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .io import atomic_path
+from .precision import autocast, needs_grad_scaler
 
 
 @dataclass
@@ -73,7 +75,7 @@ class TrainConfig:
     val_every: int = 1
     best_metric: str = "dice_mean"   # key of the validation result; higher is better
     keep_best: int = 1
-    amp: bool = True                 # only with CUDA
+    amp: bool = True                 # float16 on CUDA, bfloat16 on CPUs that have it (brats_lib.precision)
     compile: bool = False            # only with CUDA
     channels_last: bool = False      # NDHWC weights and inputs (5D models)
     fused: bool = True               # fused optimiser kernels, only with CUDA
@@ -89,16 +91,24 @@ class TrainConfig:
             raise ValueError(f"schedule must be constant, poly, cosine or step, got {self.schedule!r}")
 
 
-def autocast_dtype(device_type: str, amp: bool = True) -> torch.dtype | None:
-    """The dtype training autocasts to on ``device_type``: float16 on CUDA when ``amp``
-    is on (with a gradient scaler); None, plain float32, elsewhere."""
-    return torch.float16 if amp and device_type == "cuda" else None
+def _to_float(x):
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_float(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _to_float(v) for k, v in x.items()}
+    return x
 
 
-def precision_name(device_type: str, amp: bool = True) -> str:
-    """``"float16 autocast"`` or ``"float32"``: recorded in run fingerprints."""
-    dtype = autocast_dtype(device_type, amp)
-    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
+def in_float32(loss_fn: Callable, device_type: str) -> Callable:
+    """``loss_fn`` computed in float32 on float32 copies of the network's outputs, outside
+    autocast: its sums over whole patches (Dice numerators and denominators) would lose
+    most of their digits in bfloat16 / float16."""
+    def loss(output, target, *args, **kwargs):
+        with torch.autocast(device_type=device_type, enabled=False):
+            return loss_fn(_to_float(output), _to_float(target), *args, **kwargs)
+    return loss
 
 
 def seed_everything(seed: int) -> None:
@@ -318,6 +328,16 @@ class FitResult:
     def best_checkpoints(self) -> list[Path]:
         return [Path(p) for _, _, p in self.best]
 
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent in training steps (all epochs, resumed ones included)."""
+        return float(self.log["time_s"].sum()) if "time_s" in self.log else 0.0
+
+    @property
+    def val_seconds(self) -> float:
+        """Seconds spent in the validation function."""
+        return float(self.log["validation_s"].sum()) if "validation_s" in self.log else 0.0
+
 
 def _to_device(x, device):
     if isinstance(x, torch.Tensor):
@@ -419,8 +439,8 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
     groups = param_groups(model, cfg) if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(groups, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(cfg, steps_per_epoch))
-    use_amp = autocast_dtype(device.type, cfg.amp) is not None
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device.type, cfg.amp))
+    float_loss = in_float32(loss_fn, device.type) if loss_fn is not None else None
 
     start_epoch, step, rows, best = 0, 0, [], []
     last = out_dir / "last.pt"
@@ -454,11 +474,11 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
             if cfg.channels_last:
                 batch = to_channels_last(batch)
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            with autocast(device.type, cfg.amp):
                 if step_fn is not None:
-                    loss = step_fn(net, batch, loss_fn)
+                    loss = step_fn(net, batch, float_loss)
                 else:
-                    loss = loss_fn(net(batch[0]), batch[1])
+                    loss = float_loss(net(batch[0]), batch[1])
             scaler.scale(loss).backward()
             if cfg.grad_clip:
                 scaler.unscale_(opt)
@@ -484,7 +504,9 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
         validate = val_fn is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs)
         if validate and info.main:
             model.eval()
+            t_val = time.perf_counter()
             metrics = val_fn(model)
+            row["validation_s"] = time.perf_counter() - t_val
             row.update({f"val_{k}": float(v) for k, v in metrics.items()})
             if cfg.best_metric not in metrics:
                 raise KeyError(f"validation returned {sorted(metrics)}, not best_metric {cfg.best_metric!r}")

@@ -91,3 +91,25 @@ def test_full_profile_plan_builds_every_notebook_model_on_meta():
         build, shape, steps, how = make()
         n, est = FP.estimated_step_bytes(build, shape)
         assert n > 1e6 and est > 16 * n and (steps is None or steps > 0) and how, label
+
+
+def test_precision_section_is_kept_apart_from_the_training_section():
+    from benchmarks.report import merge, split_sections
+
+    earlier = ("# B\n\n## Training: the loop\n\nold training\n\nTargets in this section met: yes.\n\n"
+               "## Training precision: float32 vs bfloat16 autocast\n\n| bf16 training step vs fp32 | **2.50x** |\n\n"
+               "Targets in this section met: yes.\n\nTotal benchmark time 9 s; all targets met: yes.\n")
+    parts = split_sections(earlier)
+    assert "old training" in parts["training"] and "bf16" not in parts["training"]
+    assert "**2.50x**" in parts["precision"]
+    sections, ok = merge({"precision": ("## Training precision: x\n\nnew", False)}, earlier, "now")
+    assert ok is False and "old training" in sections[0] and "new" in sections[1]
+
+
+def test_precision_benchmark_runs_at_toy_size():
+    from brats_lib.precision import cpu_supports_bf16
+
+    md, _ = bench_training.run_precision("cpu", patches=((16, 16, 16),), repeats=1, steps=1, train_steps=4)
+    assert md.startswith("## Training precision")
+    if cpu_supports_bf16():
+        assert "bf16 training step vs fp32, 16x16x16" in md and "| bfloat16 autocast | 4 |" in md

@@ -2,6 +2,7 @@
 against an independent formula or the paper's own words, never against the code itself."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 
@@ -322,3 +323,238 @@ def test_notebooks_cite_papers_not_files_outside_the_repository():
     for ref in ("arXiv:2202.05268", "doi:10.3389/fonc.2021.704850", "arXiv:2110.03352", "doi:10.1109/TIP.2020.2973510",
                 "doi:10.1016/j.patcog.2020.107562"):
         assert ref in papers
+
+
+# ------------------------------------------------------------------ claims (brats_lib.claims)
+def _claim_frame(values: dict[str, list[float]], metric: str = "Dice ET", **extra: dict[str, list]) -> "pd.DataFrame":
+    """Long per-case frame: one line per (row, case), cases paired by (fold, case)."""
+    import pandas as pd
+
+    rows = []
+    for row, vals in values.items():
+        for i, v in enumerate(vals):
+            line = {"row": row, "fold": i % 2, "case": f"c{i}", metric: v}
+            line.update({col: per_row[row][i] for col, per_row in extra.items() if row in per_row})
+            rows.append(line)
+    return pd.DataFrame(rows)
+
+
+def test_claim_verdicts_win_loss_noise_and_hd95_orientation():
+    from brats_lib.claims import Claim, check_claims
+
+    base = np.linspace(0.5, 0.8, 16)
+    wobble = np.resize([0.01, -0.01, 0.02, -0.02], 16)  # symmetric: Wilcoxon p = 1
+    per = _claim_frame({"base": base, "win": base + 0.05 + wobble / 10, "lose": base - 0.05 + wobble / 10,
+                        "noise": base + wobble})
+    out = check_claims([Claim("win beats base", "win", "base", "Dice ET"),
+                        Claim("lose beats base", "lose", "base", "Dice ET"),
+                        Claim("noise beats base", "noise", "base", "Dice ET")], per)
+    assert list(out.verdict) == ["holds", "contradicted", "not significant"]
+    assert (out.n == 16).all() and out.loc[2, "p"] == pytest.approx(1.0)
+    # HD95: lower is better, so a lower distance is a positive difference in the claim's direction
+    hd = _claim_frame({"base": 20 - 10 * base, "win": 15 - 10 * base + wobble}, metric="HD95 WT")
+    out = check_claims([Claim("win beats base on HD95", "win", "base", "HD95 WT"),
+                        Claim("base beats win on HD95", "base", "win", "HD95 WT")], hd)
+    assert list(out.verdict) == ["holds", "contradicted"]
+    assert out.loc[0, "difference"] == pytest.approx(5.0) and out.loc[1, "difference"] == pytest.approx(-5.0)
+    assert out.loc[0, "ours: better"] < out.loc[0, "ours: other"]  # means as measured, not oriented
+
+
+def test_claim_ci_and_p_match_numpy_and_scipy_computed_directly():
+    from scipy import stats
+
+    from brats_lib.claims import Claim, check_claims
+
+    rng = np.random.default_rng(4)
+    a, b = rng.uniform(0.4, 0.9, 20), rng.uniform(0.4, 0.9, 20)
+    out = check_claims([Claim("a beats b", "a", "b", "Dice TC")], _claim_frame({"a": a, "b": b}, "Dice TC")).iloc[0]
+    diff = a - b
+    assert out["difference"] == pytest.approx(np.mean(diff)) and out["n"] == 20
+    assert out["ours: better"] == pytest.approx(a.mean()) and out["ours: other"] == pytest.approx(b.mean())
+    assert out["p"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    low, high = out["95% CI"]
+    assert low < np.mean(diff) < high and diff.min() <= low and high <= diff.max()
+    # an independent percentile bootstrap of the mean, numpy only: the same interval up to resampling noise
+    boot = rng.choice(diff, size=(20000, diff.size)).mean(axis=1)
+    ref_low, ref_high = np.percentile(boot, [2.5, 97.5])
+    width = ref_high - ref_low
+    assert low == pytest.approx(ref_low, abs=0.05 * width) and high == pytest.approx(ref_high, abs=0.05 * width)
+
+
+def test_claim_first_and_smallest_kinds():
+    from brats_lib.claims import Claim, check_claims
+
+    base = np.linspace(0.5, 0.8, 12)
+    per = _claim_frame({"a": base + 0.1, "b": base + 0.05, "c": base})
+    among = ("a", "b", "c")
+    out = check_claims([Claim("a is first", "a", None, "Dice WT", kind="first", among=among),
+                        Claim("c is first", "c", None, "Dice WT", kind="first", among=among),
+                        Claim("b is first", "b", None, "Dice WT", kind="first", among=among)],
+                       per.rename(columns={"Dice ET": "Dice WT"}))
+    assert list(out.verdict) == ["holds", "contradicted", "contradicted"]
+    assert out.loc[0, "compared"].startswith("a vs b") and out.loc[1, "compared"].startswith("c vs a")
+    assert out.loc[0, "difference"] == pytest.approx(0.05)
+    # HD95: the runner-up is the row with the lowest mean distance
+    hd = _claim_frame({"a": 10 - 10 * base, "b": 12 - 10 * base, "c": 11 - 10 * base}, "HD95 WT")
+    first = check_claims([Claim("a first in HD95", "a", None, "HD95 WT", kind="first", among=among)], hd).iloc[0]
+    assert first["verdict"] == "holds" and first["compared"].startswith("a vs c")
+    sizes = {"a": 1.5, "b": 2.0, "c": 1.5}
+    out = check_claims([Claim("b fewest", "b", None, "params (M)", kind="smallest", among=("a", "b")),
+                        Claim("a fewest", "a", None, "params (M)", kind="smallest", among=("a", "b")),
+                        Claim("tie is not fewest", "a", None, "params (M)", kind="smallest", among=among),
+                        Claim("no size", "a", None, "params (M)", kind="smallest", among=("a", "d"))],
+                       per, sizes=sizes)
+    assert list(out.verdict[:3]) == ["contradicted", "holds", "contradicted"] and out.verdict[3].startswith("n/a")
+    assert out.loc[1, "n"] == out.loc[1, "p"] == out.loc[1, "95% CI"] == "exact"
+    assert out.loc[1, "difference"] == pytest.approx(0.5)
+
+
+def test_claim_on_a_missing_row_or_column_is_na_with_the_reason():
+    from brats_lib.claims import Claim, check_claims
+
+    per = _claim_frame({"a": [0.5, 0.6, 0.7], "b": [0.4, 0.5, 0.6]})
+    out = check_claims([Claim("a beats ghost", "a", "ghost", "Dice ET"), Claim("a beats b on TC", "a", "b", "Dice TC"),
+                        Claim("ghost first", "ghost", None, "Dice ET", kind="first", among=("a", "ghost"))], per)
+    assert out.verdict[0] == "n/a: no per-case scores of ghost" and "Dice TC" in out.verdict[1]
+    assert out.verdict[2].startswith("n/a") and (out.n == 0).all()
+
+
+def test_claim_kind_is_validated():
+    from brats_lib.claims import Claim
+
+    with pytest.raises(ValueError, match="unknown kind"):
+        Claim("x", "a", "b", "Dice ET", kind="best")
+    with pytest.raises(ValueError, match="compared with"):
+        Claim("x", "a", None, "Dice ET")
+    with pytest.raises(ValueError, match="among"):
+        Claim("x", "a", None, "Dice ET", kind="first", among=("b", "c"))
+
+
+def test_claim_empty_region_flag_and_the_verdict_on_cases_with_the_region():
+    from brats_lib.claims import Claim, check_claims
+
+    # 12 cases, the first 4 without ET. "omnet" predicts no ET anywhere: Dice 1 on the ET-free
+    # cases, 0 on the others; "cga" predicts ET everywhere: 0 on ET-free cases, about 0.7 elsewhere
+    ref_et = [0] * 4 + [500] * 8
+    cga = [0.0] * 4 + list(np.linspace(0.6, 0.8, 8))
+    omnet = [1.0] * 4 + [0.0] * 8
+    voxels = {"pred voxels ET": {"cga": [300] * 12, "omnet": [0] * 12},
+              "ref voxels ET": {"cga": ref_et, "omnet": ref_et}}
+    per = _claim_frame({"cga": cga, "omnet": omnet}, **voxels)
+    out = check_claims([Claim("cga beats omnet on ET", "cga", "omnet", "Dice ET")], per).iloc[0]
+    assert out["verdict"] == "not significant"  # the four ET-free cases (rank 9-12) outweigh eight wins
+    assert ("omnet predicts no ET in any case: its Dice ET is 1 on the 4 ET-free cases by the empty-region rule"
+            in out["empty-region rule"])
+    assert "on the 8 cases with ET: holds" in out["empty-region rule"]
+    # where every reference holds the region and both rows predict it: no flag
+    per_all = _claim_frame({"cga": cga[4:], "omnet": [0.5] * 8},
+                           **{"pred voxels ET": {"cga": [300] * 8, "omnet": [10] * 8},
+                              "ref voxels ET": {"cga": [500] * 8, "omnet": [500] * 8}})
+    assert check_claims([Claim("c", "cga", "omnet", "Dice ET")], per_all).loc[0, "empty-region rule"] == ""
+    # without voxel counts the flag says so; a size claim is not concerned
+    assert check_claims([Claim("c", "cga", "omnet", "Dice ET")], per[["row", "fold", "case", "Dice ET"]]).loc[
+        0, "empty-region rule"] == "not checked (no voxel counts)"
+
+
+def test_claim_regions_of_a_metric_and_lower_is_better():
+    from brats_lib.claims import lower_is_better, regions_of
+
+    assert regions_of("Dice ET") == ("ET",) and regions_of("HD95 WT") == ("WT",)
+    assert regions_of("Dice mean") == regions_of("Hausdorff95 Average") == ("ET", "TC", "WT")
+    assert regions_of("Dice NCR") == ("NCR",) and regions_of("Sensitivity ED") == ("ED",)
+    assert regions_of("params (M)") == ()
+    assert lower_is_better("HD95 ET") and lower_is_better("Hausdorff95 Average") and not lower_is_better("Dice TC")
+
+
+def test_claim_table_formatting_and_explanation():
+    from brats_lib.claims import COLUMNS, Claim, check_claims, explain, formatted
+
+    base = np.linspace(0.5, 0.8, 8)
+    per = _claim_frame({"a": base + 0.1, "b": base})
+    out = check_claims([Claim("a beats b", "a", "b", "Dice ET", paper="+2.28 TC Dice")], per, alpha=0.01)
+    assert list(out.columns) == COLUMNS and out.loc[0, "paper"] == "+2.28 TC Dice"
+    shown = formatted(out)
+    assert shown.loc[0, "95% CI"].startswith("[") and shown.loc[0, "difference"] == "0.1"
+    text = explain(out)
+    assert "p < 0.01" in text and "1 holds" in text and "0.00781" in text  # 2 / 2^8: the smallest p with 8 cases
+
+
+def _claim_columns(module: str) -> set[str]:
+    """The per-case columns each notebook builds for ``module`` (from the library's scorers)."""
+    from brats_lib import attention_r2unet_mtds as AR
+    from brats_lib import cross_modality as CM
+    from brats_lib.metrics import case_scores
+
+    lab = np.zeros((6, 6, 6), np.uint8)
+    lab[1:4, 1:4, 1:4] = L.ED
+    lab[2, 2, 2] = L.ET
+    lab[3, 3, 3] = L.NCR
+    scores = set(case_scores(lab, lab))
+    if module == "attention_r2unet_mtds":
+        return set(AR.score_case(AR.reference_masks(lab), lab))
+    if module == "cross_modality":
+        return {c.replace("HD95", "Hausdorff95") for c in scores} | set(CM.COLUMNS)
+    return scores | {"Dice mean"}
+
+
+def test_claim_lists_name_rows_and_columns_that_exist():
+    from brats_lib import attention_r2unet_mtds as AR
+    from brats_lib import cross_modality as CM
+    from brats_lib import hnfnetv2 as HN
+    from brats_lib import omnet_cga as OM
+    from brats_lib import optimized_unet as OU
+    from brats_lib.claims import Claim
+
+    rows = {"omnet_cga": {r.label for r in OM.TABLE1_ROWS}, "cross_modality": {r.label for r in CM.TABLE_ROWS},
+            "hnfnetv2": set(HN.ROWS.values()), "attention_r2unet_mtds": set(AR.RUNS),
+            "optimized_unet": set(OU.RUNS) | set(OU.TABLE4_ROWS)}
+    modules = {"omnet_cga": OM, "cross_modality": CM, "hnfnetv2": HN, "attention_r2unet_mtds": AR,
+               "optimized_unet": OU}
+    for name, mod in modules.items():
+        columns = _claim_columns(name)
+        assert mod.CLAIMS and all(isinstance(c, Claim) for c in mod.CLAIMS), name
+        for c in mod.CLAIMS:
+            assert set(c.rows) <= rows[name], (name, c.text, set(c.rows) - rows[name])
+            assert c.kind == "smallest" or c.metric in columns, (name, c.text, c.metric)
+            assert c.source, (name, c.text)
+    # the issue's examples: each on the region and metric the paper names
+    om = {(c.better, c.worse): c for c in OM.CLAIMS if c.metric != "Dice WT"}
+    assert om["OM-Net + CGA", "OM-Net"].metric == "Dice TC" and "2.28" in om["OM-Net + CGA", "OM-Net"].paper
+    assert om["MC3", "MC2"].metric == "Dice ET" and ("MC2", "MC1") in om
+    assert om["OM-Netp", "OM-Net"].metric == "Dice TC" and "2.6" in om["OM-Netp", "OM-Net"].paper
+    six = [c for c in AR.CLAIMS if "Table 6" in c.source]
+    assert {c.metric for c in six if c.kind == "first"} == {"Dice WT", "Sensitivity WT", "Specificity WT", "HD95 WT"}
+    assert [c.kind for c in six].count("smallest") == 1
+    four = {(c.kind, c.metric) for c in AR.CLAIMS if "Table 4" in c.source}
+    assert ("first", "HD95 WT") in four and ("paired", "Sensitivity WT") in four
+    assert {c.metric for c in HN.CLAIMS} == {"Dice mean", "Dice ET", "Dice TC", "Dice WT"}
+    assert any(c.metric == "Dice ET" for c in OU.CLAIMS)  # post-processing acts on ET
+
+
+def test_claim_voxel_counts_of_case_scores_match_numpy():
+    from brats_lib import metrics as M
+
+    rng = np.random.default_rng(1)
+    pred, ref = rng.integers(0, 4, (12, 10, 8)).astype(np.uint8), rng.integers(0, 4, (12, 10, 8)).astype(np.uint8)
+    pred[pred == L.ET] = L.NCR  # a prediction without ET
+    s = M.case_scores(pred, ref, (1.0, 1.0, 2.0))
+    for r, labels in {"ET": [3], "TC": [1, 3], "WT": [1, 2, 3]}.items():
+        assert s[f"pred voxels {r}"] == np.isin(pred, labels).sum()
+        assert s[f"ref voxels {r}"] == np.isin(ref, labels).sum()
+        assert isinstance(s[f"pred voxels {r}"], int)
+    assert s["pred voxels ET"] == 0 and s["Dice ET"] == 0.0
+    full = M.evaluate_labels(pred, ref, (1.0, 1.0, 2.0))
+    assert all(s[f"{m} {r}"] == full[r][m] for r in L.REGIONS for m in M.METRICS)
+    assert len(s) == len(L.REGIONS) * (len(M.METRICS) + 2)
+
+
+def test_claim_cells_of_the_notebooks_use_the_one_checker():
+    tables = {"omnet_cga": "table1_claims", "hnfnetv2": "table1_claims", "cross_modality": "claims",
+              "attention_r2unet_mtds": "claims", "optimized_unet": "claims"}
+    for name, table in tables.items():
+        cells = json.loads(REPO.joinpath("notebooks", f"{name}.ipynb").read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        claim_cells = [s for s in code if "CL.check_claims(" in s]
+        assert len(claim_cells) == 1 and f'"{table}"' in claim_cells[0] and "CL.explain(" in claim_cells[0], name
+        ast.parse(claim_cells[0])  # the cell is valid Python
+        assert not any("evaluate_labels" in s for s in code if "per_case.append" in s), name

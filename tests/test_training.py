@@ -107,3 +107,29 @@ def test_ddp_two_cpu_processes(tmp_path):
     w0, w1 = torch.load(tmp_path / "rank0.pt", weights_only=True), torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert torch.equal(w0, w1)  # DDP keeps replicas identical
     assert (tmp_path / "out" / "last.pt").exists()
+
+
+def test_precision_follows_amp_and_the_hardware(monkeypatch):
+    from brats_lib import precision
+
+    assert precision.autocast_dtype("cuda", True) == torch.float16
+    assert precision.autocast_dtype("cuda", False) is None and precision.autocast_dtype("cpu", False) is None
+    assert precision.needs_grad_scaler("cuda") and not precision.needs_grad_scaler("cpu")
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    assert precision.autocast_dtype("cpu", True) is None and precision.precision_name("cpu") == "float32"
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    assert precision.autocast_dtype("cpu", True) == torch.bfloat16
+    assert precision.precision_name("cpu") == "bfloat16 autocast"
+
+
+@pytest.mark.skipif(not __import__("brats_lib.precision").precision.cpu_supports_bf16(),
+                    reason="this CPU has no bfloat16 instructions")
+@pytest.mark.parametrize("amp", [True, False])
+def test_fit_trains_in_bfloat16_on_this_cpu_unless_amp_is_off(tmp_path, amp):
+    seen = []
+    model = _model()
+    model.register_forward_hook(lambda m, i, o: seen.append((o[0] if isinstance(o, (list, tuple)) else o).dtype))
+    cfg = TrainConfig(epochs=1, batch_size=2, lr=1e-3, progress=False, amp=amp)
+    fit(model, DeepSupervision(region_loss(), (1.0, 0.5)), _data(), cfg, tmp_path)
+    assert set(seen) == {torch.bfloat16 if amp else torch.float32}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay float32
