@@ -207,7 +207,7 @@ def export_predictor(path: str | Path, nets: Sequence[nn.Module], name: str, p) 
     s = inference_settings(p)
     return save_predictor(path, nets, name, model_kwargs(name, p), s["roi_size"], "sigmoid", s["thresholds"],
                           s["overlap"], p.tta, "zscore", None, "hnfnetv2", {"min_et": p.min_et}, mode="constant",
-                          centre_crop=s["centre_crop"], clip_percentiles=CLIP_PERCENTILES)
+                          centre_crop=s["centre_crop"], clip_percentiles=CLIP_PERCENTILES, amp=p.amp)
 
 
 # ------------------------------------------------------------------ tables

@@ -241,7 +241,7 @@ PREDICTOR_KEYS = ("model", "model_kwargs", "roi_size", "output", "thresholds", "
                   "foreground", "postprocess", "postprocess_kwargs")
 #: keys added later, with the value that files written without them mean
 PREDICTOR_DEFAULTS = {"mode": "gaussian", "centre_crop": None, "clip_percentiles": None, "label_rule": "overwrite",
-                      "tta_mode": "window"}
+                      "tta_mode": "window", "amp": False}
 
 
 def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, model_kwargs: dict,
@@ -250,12 +250,13 @@ def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, m
                    postprocess: str | None = None, postprocess_kwargs: dict | None = None, mode: str = "gaussian",
                    centre_crop: Sequence[int] | None = None,
                    clip_percentiles: Sequence[float] | None = None, label_rule: str = "overwrite",
-                   tta_mode: str = "window") -> Path:
+                   tta_mode: str = "window", amp: bool = False) -> Path:
     """Write a trained model (one network or an ensemble) and every inference setting
     it needs to one file, readable with ``torch.load(weights_only=True)``.
 
     ``model`` is a registered name (:mod:`brats_lib.models`); ``postprocess`` the name of
-    a function in :mod:`brats_lib.postprocess` (or None).
+    a function in :mod:`brats_lib.postprocess` (or None); ``amp``: mixed precision, as the
+    notebook that trained it predicted (:mod:`brats_lib.precision`).
     """
     from .training import save_checkpoint
 
@@ -269,7 +270,7 @@ def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, m
                            postprocess_kwargs=dict(postprocess_kwargs or {}), mode=mode,
                            centre_crop=None if centre_crop is None else [int(c) for c in centre_crop],
                            clip_percentiles=None if clip_percentiles is None else [float(c) for c in clip_percentiles],
-                           label_rule=label_rule, tta_mode=tta_mode)
+                           label_rule=label_rule, tta_mode=tta_mode, amp=bool(amp))
 
 
 def load_predictor(path: str | Path, device=None) -> tuple[list[nn.Module], dict]:
@@ -311,4 +312,4 @@ def predict_with(nets: Sequence[nn.Module], settings: dict, image: np.ndarray, d
                         settings["overlap"], settings["mode"], settings["tta"] if tta is None else tta,
                         settings["normalisation"], settings["foreground"], settings["clip_percentiles"], device=device,
                         postprocess=fn, centre_crop=settings["centre_crop"], label_rule=settings["label_rule"],
-                        tta_mode=settings["tta_mode"])
+                        tta_mode=settings["tta_mode"], amp=settings["amp"])

@@ -339,4 +339,4 @@ def export_predictor(path: str | Path, nets: Sequence[torch.nn.Module], run: Run
     return save_predictor(path, nets, run.model, model_kwargs(run, p), p.patch_size, "sigmoid", thresholds,
                           p.overlap, p.tta, NORMALISATION, p.onehot_mode if run.onehot else None, "optimized_unet",
                           dict(PAPER_POSTPROCESS if postprocess_kwargs is None else postprocess_kwargs),
-                          label_rule=p.label_rule, tta_mode=p.tta_mode)
+                          label_rule=p.label_rule, tta_mode=p.tta_mode, amp=p.amp)

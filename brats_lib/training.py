@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .io import atomic_path
-from .precision import autocast, needs_grad_scaler
+from .precision import autocast, guard_tiny_convolutions, needs_grad_scaler
 
 
 @dataclass
@@ -416,6 +416,7 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
         out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed + info.rank)
     model.to(device)
+    guard_tiny_convolutions(model, device.type, cfg.amp)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last_3d)
     net: nn.Module = model

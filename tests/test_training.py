@@ -133,3 +133,31 @@ def test_fit_trains_in_bfloat16_on_this_cpu_unless_amp_is_off(tmp_path, amp):
     fit(model, DeepSupervision(region_loss(), (1.0, 0.5)), _data(), cfg, tmp_path)
     assert set(seen) == {torch.bfloat16 if amp else torch.float32}
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay float32
+
+
+@pytest.mark.skipif(not __import__("brats_lib.precision").precision.cpu_supports_bf16(),
+                    reason="this CPU has no bfloat16 instructions")
+def test_tiny_convolutions_run_in_float32_under_bfloat16():
+    """oneDNN's bf16 weight gradient of a 3x3x3 conv on a 2x2x2 map is sometimes NaN; the guard
+    runs such convolutions in float32 and leaves the others, and the weights' keys, alone."""
+    from brats_lib.precision import guard_tiny_convolutions
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(8, 8, 3, padding=1), torch.nn.ConvTranspose3d(8, 8, 2, stride=2))
+    keys = list(net.state_dict())
+    guard_tiny_convolutions(net, "cpu", amp=True)
+    assert list(net.state_dict()) == keys and isinstance(net[0], torch.nn.Conv3d)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net[0](torch.randn(1, 8, 2, 2, 2)).dtype == torch.float32
+        assert net[0](torch.randn(1, 8, 4, 4, 4)).dtype == torch.bfloat16
+        assert net[1](torch.randn(1, 8, 2, 2, 2)).dtype == torch.float32
+    bad = 0
+    for _ in range(30):
+        conv = guard_tiny_convolutions(torch.nn.Sequential(torch.nn.Conv3d(64, 64, 3, padding=1, bias=False)), "cpu")[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(torch.randn(2, 64, 2, 2, 2))
+        (y.float() ** 2).mean().backward()
+        bad += int(not torch.isfinite(conv.weight.grad).all())
+    assert bad == 0
+    plain = torch.nn.Sequential(torch.nn.Conv3d(8, 8, 3, padding=1))
+    assert type(guard_tiny_convolutions(plain, "cpu", amp=False)[0]) is torch.nn.Conv3d  # float32: untouched

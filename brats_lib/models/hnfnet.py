@@ -185,6 +185,14 @@ class EMAUnit(nn.Module):
         self.keep_attention = False
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
+        # the EM iterations in float32 even under autocast: in bfloat16 the normalised bases
+        # degenerate within a few steps and the loss becomes NaN (measured on CPU)
+        if inp.device.type not in ("cpu", "cuda"):  # e.g. the meta device of size read-outs
+            return self._forward(inp)
+        with torch.autocast(device_type=inp.device.type, enabled=False):
+            return self._forward(inp.float())
+
+    def _forward(self, inp: torch.Tensor) -> torch.Tensor:
         b, c = inp.shape[:2]
         x = self.conv_in(inp).flatten(2)                           # (B, C, N)
         mu = self.mu.expand(b, -1, -1)                             # (B, C, K)
