@@ -81,3 +81,24 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
     commands = [line for line in block.splitlines()[1:] if line.strip() and not line.startswith("#")]
     assert commands == ["make reports", "make test"]
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_stopwatch_books_laps_and_parts():
+    from brats_lib.report import Stopwatch
+
+    clock = Stopwatch(start=100.0)
+    import time as _time
+    real = _time.time
+    try:
+        _time.time = lambda: 110.0
+        clock.lap("evaluation", training=6.0, validation=1.0)   # 10 s: 6 training, 1 validation, 3 evaluation
+        _time.time = lambda: 112.0
+        clock.lap("figures")
+        _time.time = lambda: 115.0
+        clock.lap("evaluation", training=99.0)                   # a part cannot exceed the lap: all 3 s training
+    finally:
+        _time.time = real
+    assert clock.seconds == {"training": 9.0, "validation": 1.0, "evaluation": 3.0, "figures": 2.0}
+    t = clock.table()
+    assert t.loc["total", "seconds"] == 15.0 and t.loc["training", "share (%)"] == 60.0
+    assert list(t.index[:1]) == ["training"]
