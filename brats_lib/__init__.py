@@ -10,7 +10,8 @@ Modules, in the order data flows through them:
 * :mod:`~brats_lib.sampling` - patches, slices, cross-validation splits
 * :mod:`~brats_lib.models` - the model registry (``models.build(name)``)
 * :mod:`~brats_lib.losses` - region / label losses, deep supervision
-* :mod:`~brats_lib.training` - the one training loop (resume, DDP, AMP)
+* :mod:`~brats_lib.precision` - mixed precision: float16 on CUDA, bfloat16 on CPUs that have it
+* :mod:`~brats_lib.training` - the one training loop (resume, DDP, mixed precision)
 * :mod:`~brats_lib.inference` - sliding window, flip TTA, writing predictions
 * :mod:`~brats_lib.metrics` - Dice, HD95, sensitivity, specificity, PPV
 * :mod:`~brats_lib.complexity` - parameters and MACs

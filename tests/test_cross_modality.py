@@ -225,7 +225,7 @@ def test_average_row_is_the_mean_of_both_branches_probabilities():
     lc = D.load_case(D.open_source(None, 1, 0, (32, 32, 32))[0][0])
     sa = models.build("cmff_branch", pair=(0, 1), features=TINY).eval()
     sb = models.build("cmff_branch", pair=(2, 3), features=TINY).eval()
-    kw = dict(output="softmax", overlap=P_TEST.overlap, sw_batch_size=P_TEST.sw_batch_size)
+    kw = dict(output="softmax", overlap=P_TEST.overlap, sw_batch_size=P_TEST.sw_batch_size, amp=P_TEST.amp)
     prob_a = predict_case(sa, lc.image, P_TEST.patch_size, **kw)[1]
     prob_b = predict_case(sb, lc.image, P_TEST.patch_size, **kw)[1]
     want = ((prob_a + prob_b) / 2).argmax(0)
