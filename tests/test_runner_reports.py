@@ -160,7 +160,9 @@ def test_dry_run_names_changed_library_versions_and_device(stamped, monkeypatch)
     monkeypatch.setattr(runner, "environment", lambda: changed)
     reasons = _reasons(reports)["optimized_unet"]
     assert reasons[0] == f"versions (torch {env['versions']['torch']} -> 0.0.1)"
-    assert reasons[1] == "device (kind cpu -> cuda: NVIDIA H100; precision float32 -> float16 autocast)"
+    here = env["device"]["precision"]  # bfloat16 autocast on CPUs with bfloat16 instructions, else float32
+    assert here in ("float32", "bfloat16 autocast")
+    assert reasons[1] == f"device (kind cpu -> cuda: NVIDIA H100; precision {here} -> float16 autocast)"
 
 
 def test_dry_run_names_changed_data_content_and_parameters(stamped, tmp_path):
