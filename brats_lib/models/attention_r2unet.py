@@ -141,7 +141,6 @@ class AttentionR2UNet(nn.Module):
         self.dec_blocks = nn.ModuleList(nn.Sequential(preact_conv(2 * widths[i], widths[i]),
                                                       preact_conv(widths[i], widths[i])) for i in dec)
         self.dec_se = nn.ModuleList(SEDropout(widths[i], se_reduction, se_dropout) for i in dec)
-        self.bn_out = nn.Sequential(nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=False))
         self.head = nn.Conv2d(widths[0], 1, 1)
         self.ds_heads = nn.ModuleList(nn.Conv2d(widths[level], 1, 1) for _, level in HEADS) if deep_supervision \
             else nn.ModuleList()
@@ -162,7 +161,7 @@ class AttentionR2UNet(nn.Module):
             skip = self.skip_gates[i](g=up, x=skips[i]) if self.gates == "skip" else skips[i]
             x = self.dec_se[i](self.dec_blocks[i](torch.cat([up, skip], dim=1)))
             decoded[i] = x
-        out = self.head(self.bn_out(x))
+        out = self.head(x)  # "1 convolutional layer (1x1), and 1 sigmoid", straight after the last SE module
         if not (self.deep_supervision and self.training):
             return out
         size = out.shape[2:]
