@@ -255,6 +255,12 @@ class OMNetParams:
     #: the cascade's third network trains this fraction of steps_per_epoch per epoch
     #: (Section IV-C: 400k, 400k and 200k patches for the three tasks)
     task3_fraction: float = 0.5
+    #: fraction of task 1's patches centred on the tumour (dilated) instead of a uniform brain
+    #: voxel (paper 0: "randomly sample training patches within the brain"; at the cpu profile's
+    #: few hundred steps the tumour, ~1 % of the brain, is otherwise never predicted)
+    task1_tumour_fraction: float = 0.0
+    #: weight of the tumour classes in the cross-entropy (paper 1, plain SoftmaxWithLoss)
+    tumour_weight: float = 1.0
 
 
 @schema("cross_modality")

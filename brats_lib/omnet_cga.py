@@ -218,12 +218,18 @@ def dilate(mask: np.ndarray, voxels: int) -> np.ndarray:
 class TaskPatches(EpochSeeded):
     """Item ``i`` = one patch per task: ``(x1, y1, x2, y2, x3, y3)``, each y a 5-class label
     patch; patch t is centred on a random voxel of task t's region (brain / dilated
-    tumour / core) of a random case that has one. Deterministic in (seed, epoch, i)."""
+    tumour / core) of a random case that has one; with ``task1_tumour_fraction`` > 0 that
+    fraction of task 1's patches is centred on the dilated tumour instead (a cpu-profile
+    deviation). Deterministic in (seed, epoch, i)."""
 
-    def __init__(self, cases: Sequence[TaskCase], patch: Sequence[int], samples_per_epoch: int, seed: int = 0):
+    def __init__(self, cases: Sequence[TaskCase], patch: Sequence[int], samples_per_epoch: int, seed: int = 0,
+                 task1_tumour_fraction: float = 0.0):
         if not cases:
             raise ValueError("TaskPatches needs at least one case")
+        if not 0.0 <= task1_tumour_fraction <= 1.0:
+            raise ValueError(f"task1_tumour_fraction must lie in [0, 1], got {task1_tumour_fraction}")
         self.cases, self.patch, self.n, self.seed, self.epoch = list(cases), tuple(patch), int(samples_per_epoch), int(seed), 0
+        self.task1_tumour = float(task1_tumour_fraction)
         self.having = [[k for k, c in enumerate(self.cases) if c.regions[t].any()] or list(range(len(self.cases)))
                        for t in range(3)]
 
@@ -231,8 +237,9 @@ class TaskPatches(EpochSeeded):
         rng = self.rng(i)
         out = []
         for t in range(3):
-            c = self.cases[self.having[t][int(rng.integers(len(self.having[t])))]]
-            x, y = random_patch(c.image, c.five, self.patch, rng, fg_prob=1.0, fg_mask=c.regions[t])
+            region = 1 if t == 0 and self.task1_tumour and rng.random() < self.task1_tumour else t
+            c = self.cases[self.having[region][int(rng.integers(len(self.having[region])))]]
+            x, y = random_patch(c.image, c.five, self.patch, rng, fg_prob=1.0, fg_mask=c.regions[region])
             out += [torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(y.astype(np.int64))]
         return tuple(out)
 
@@ -297,9 +304,30 @@ class MultiTaskStep:
         return total
 
 
-def loss_function() -> nn.Module:
-    """SoftmaxWithLoss: softmax cross-entropy, normalised by the counted voxels."""
-    return nn.CrossEntropyLoss()
+class TumourWeightedCE(nn.Module):
+    """Softmax cross-entropy with the tumour classes (NCR/NET, ED, ET of a 5-class task; ET of
+    task 3) weighted by ``tumour_weight`` and the rest by 1, normalised by the summed weights
+    (``tumour_weight`` 1 is the paper's SoftmaxWithLoss)."""
+
+    def __init__(self, tumour_weight: float = 1.0):
+        super().__init__()
+        if tumour_weight <= 0:
+            raise ValueError(f"tumour_weight must be positive, got {tumour_weight}")
+        w = float(tumour_weight)
+        self.register_buffer("w5", torch.tensor([1.0 if k not in TUMOUR5 else w for k in range(5)]), persistent=False)
+        self.register_buffer("w2", torch.tensor([1.0, w]), persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = {5: self.w5, 2: self.w2}.get(logits.shape[1])
+        if weight is None:
+            raise ValueError(f"expected 5 or 2 classes, got logits of shape {tuple(logits.shape)}")
+        return F.cross_entropy(logits, target, weight=weight.to(logits.device, logits.dtype))
+
+
+def loss_function(tumour_weight: float = 1.0) -> nn.Module:
+    """SoftmaxWithLoss: softmax cross-entropy, normalised by the counted voxels; the tumour
+    classes weighted by ``tumour_weight`` (paper 1; see :class:`TumourWeightedCE`)."""
+    return nn.CrossEntropyLoss() if tumour_weight == 1 else TumourWeightedCE(tumour_weight)
 
 
 def train_config(p, epochs: int) -> TrainConfig:
@@ -328,7 +356,8 @@ def task_patches(cases: Sequence[TaskCase], p, seed: int, task: int | None = Non
     networks; for the cascade's third network (task 3 alone) ``task3_fraction`` of that
     (Section IV-C: about 400k, 400k and 200k patches for the three tasks)."""
     steps = p.steps_per_epoch if task != 2 else max(1, int(round(p.steps_per_epoch * p.task3_fraction)))
-    return TaskPatches(cases, p.patch_size, steps * p.batch_size, seed=seed)
+    return TaskPatches(cases, p.patch_size, steps * p.batch_size, seed=seed,
+                       task1_tumour_fraction=p.task1_tumour_fraction)
 
 
 def caffe_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -348,7 +377,7 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
             torch.manual_seed(seed + t)
             net = build(row.network, p, classes=2 if t == 2 else 5)
             step = MultiTaskStep([t], transfer=False, stage=t, single_task=True)
-            res = fit(net, loss_function(), task_patches(cases, p, seed, t), train_config(p, p.mc_epochs),
+            res = fit(net, loss_function(p.tumour_weight), task_patches(cases, p, seed, t), train_config(p, p.mc_epochs),
                       out_dir / f"net{t + 1}", device=device, step_fn=step, param_groups=caffe_groups)
             nets.append(net.eval())
             logs.append(res.log)
@@ -359,7 +388,7 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
         total = int(sum(p.stage_epochs))
         if not row.curriculum:
             step = MultiTaskStep([0, 1, 2], transfer=row.transfer, stage=2)
-            res = fit(net, loss_function(), ds, train_config(p, total), out_dir, device=device, step_fn=step,
+            res = fit(net, loss_function(p.tumour_weight), ds, train_config(p, total), out_dir, device=device, step_fn=step,
                       param_groups=caffe_groups)
             hist += step.history
         else:                # Fig. 3: task 1, then 1 + 2, then 1 + 2 + 3, each stage resumed from the last
@@ -370,7 +399,7 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
                 epoch_losses = []
                 for _ in range(longest):  # one epoch per call, to see the loss flatten
                     seen = len(step.history)
-                    res = fit(net, loss_function(), ds, train_config(p, done + 1), out_dir, device=device, step_fn=step,
+                    res = fit(net, loss_function(p.tumour_weight), ds, train_config(p, done + 1), out_dir, device=device, step_fn=step,
                               param_groups=caffe_groups)
                     done += 1
                     epoch_losses.append(np.mean([h[f"task {k + 1}"] for h in step.history[seen:]]))

@@ -64,6 +64,8 @@ NET_Z = (-0.9, -1.0, 1.3, 1.85)
 #: of the core's
 OEDEMA_SCALE, OEDEMA_MARGIN, OEDEMA_IRREGULAR = (1.0, 1.3), 0.015, 0.30
 NECROSIS_SCALE = (0.84, 1.0)
+#: the tumour core's radius range per kind, in units of the half-width of the volume
+CORE_RADIUS = {"gbm": (0.13, 0.21), "no_et": (0.13, 0.21), "small": (0.05, 0.08), "multifocal": (0.09, 0.14)}
 
 
 def _kernel_matrix(n_out: int, cells: int) -> np.ndarray:
@@ -147,7 +149,7 @@ def make_phantom(seed: int, shape: Sequence[int] = (96, 96, 96), kind: str | Non
     brain, tissue, depth = _anatomy(shape, rng, grid)
 
     n_lesions = 2 if kind == "multifocal" else 1
-    radius = {"small": (0.05, 0.08), "multifocal": (0.09, 0.14)}.get(kind, (0.13, 0.21))
+    radius = CORE_RADIUS.get(kind, CORE_RADIUS["gbm"])
     label = np.zeros(shape, np.uint8)
     for _ in range(n_lesions):
         core, necrosis, oedema = _lesion(grid, brain, depth, rng, rng.uniform(*radius), kind != "no_et")

@@ -118,6 +118,40 @@ def test_task_patches_are_centred_in_their_regions(task_cases):
     assert torch.equal(ds[3][0], items[3][0])  # deterministic in (seed, epoch, i)
 
 
+def test_task1_tumour_fraction_centres_task_1_patches_on_the_tumour(task_cases):
+    plain = OM.TaskPatches(task_cases, (16, 16, 8), 40, seed=1)
+    tumour = OM.TaskPatches(task_cases, (16, 16, 8), 40, seed=1, task1_tumour_fraction=1.0)
+    share = lambda ds: np.mean([np.isin(ds[i][1].numpy(), TUMOUR5).mean() for i in range(40)])  # noqa: E731
+    assert all(np.isin(tumour[i][1].numpy(), TUMOUR5).any() for i in range(40))
+    assert share(tumour) > 2 * share(plain)
+    # fraction 0 draws exactly what the paper's sampler drew before the option existed
+    assert torch.equal(OM.TaskPatches(task_cases, (16, 16, 8), 40, seed=1, task1_tumour_fraction=0.0)[5][0], plain[5][0])
+    with pytest.raises(ValueError, match="task1_tumour_fraction"):
+        OM.TaskPatches(task_cases, (16, 16, 8), 4, task1_tumour_fraction=1.5)
+
+
+def test_tumour_weighted_cross_entropy_against_the_written_out_sum():
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 5, 3, 3, 2), torch.randint(0, 5, (2, 3, 3, 2))
+    w = 7.0
+    logp = torch.log_softmax(logits, 1).permute(0, 2, 3, 4, 1).reshape(-1, 5)
+    t = target.reshape(-1)
+    wt = torch.tensor([w if int(k) in TUMOUR5 else 1.0 for k in t])
+    expect = -(wt * logp[torch.arange(len(t)), t]).sum() / wt.sum()
+    assert OM.TumourWeightedCE(w)(logits, target).item() == pytest.approx(expect.item(), rel=1e-5)
+    # task 3 (two classes): ET is the tumour class
+    l2, t2 = torch.randn(4, 2, 2, 2, 2), torch.randint(0, 2, (4, 2, 2, 2))
+    lp2 = torch.log_softmax(l2, 1).permute(0, 2, 3, 4, 1).reshape(-1, 2)
+    w2 = torch.where(t2.reshape(-1) == 1, w, 1.0)
+    expect2 = -(w2 * lp2[torch.arange(lp2.shape[0]), t2.reshape(-1)]).sum() / w2.sum()
+    assert OM.TumourWeightedCE(w)(l2, t2).item() == pytest.approx(expect2.item(), rel=1e-5)
+    assert isinstance(OM.loss_function(1.0), torch.nn.CrossEntropyLoss)
+    with pytest.raises(ValueError, match="tumour_weight"):
+        OM.TumourWeightedCE(0.0)
+    with pytest.raises(ValueError, match="5 or 2 classes"):
+        OM.TumourWeightedCE(2.0)(torch.randn(1, 3, 2, 2, 2), torch.zeros(1, 2, 2, 2, dtype=torch.long))
+
+
 def _batch(ds, n):
     items = [ds[i] for i in range(n)]
     return tuple(torch.stack([it[j] for it in items]) for j in range(6))
