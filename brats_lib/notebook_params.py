@@ -261,6 +261,8 @@ class OMNetParams:
     task1_tumour_fraction: float = 0.0
     #: weight of the tumour classes in the cross-entropy (paper 1, plain SoftmaxWithLoss)
     tumour_weight: float = 1.0
+    #: weight of ET in task 3's cross-entropy (None: tumour_weight; paper 1)
+    et_weight: float | None = None
 
 
 @schema("cross_modality")

@@ -305,17 +305,20 @@ class MultiTaskStep:
 
 
 class TumourWeightedCE(nn.Module):
-    """Softmax cross-entropy with the tumour classes (NCR/NET, ED, ET of a 5-class task; ET of
-    task 3) weighted by ``tumour_weight`` and the rest by 1, normalised by the summed weights
-    (``tumour_weight`` 1 is the paper's SoftmaxWithLoss)."""
+    """Softmax cross-entropy with the tumour classes of a 5-class task (NCR/NET, ED, ET)
+    weighted by ``tumour_weight``, task 3's ET by ``et_weight`` (default ``tumour_weight``)
+    and every other class by 1, normalised by the summed weights (weights 1 are the paper's
+    SoftmaxWithLoss)."""
 
-    def __init__(self, tumour_weight: float = 1.0):
+    def __init__(self, tumour_weight: float = 1.0, et_weight: float | None = None):
         super().__init__()
-        if tumour_weight <= 0:
-            raise ValueError(f"tumour_weight must be positive, got {tumour_weight}")
+        et_weight = tumour_weight if et_weight is None else et_weight
+        for name, v in (("tumour_weight", tumour_weight), ("et_weight", et_weight)):
+            if v <= 0:
+                raise ValueError(f"{name} must be positive, got {v}")
         w = float(tumour_weight)
         self.register_buffer("w5", torch.tensor([1.0 if k not in TUMOUR5 else w for k in range(5)]), persistent=False)
-        self.register_buffer("w2", torch.tensor([1.0, w]), persistent=False)
+        self.register_buffer("w2", torch.tensor([1.0, float(et_weight)]), persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = {5: self.w5, 2: self.w2}.get(logits.shape[1])
@@ -324,10 +327,13 @@ class TumourWeightedCE(nn.Module):
         return F.cross_entropy(logits, target, weight=weight.to(logits.device, logits.dtype))
 
 
-def loss_function(tumour_weight: float = 1.0) -> nn.Module:
+def loss_function(tumour_weight: float = 1.0, et_weight: float | None = None) -> nn.Module:
     """SoftmaxWithLoss: softmax cross-entropy, normalised by the counted voxels; the tumour
-    classes weighted by ``tumour_weight`` (paper 1; see :class:`TumourWeightedCE`)."""
-    return nn.CrossEntropyLoss() if tumour_weight == 1 else TumourWeightedCE(tumour_weight)
+    classes weighted by ``tumour_weight`` and task 3's ET by ``et_weight`` (paper 1; see
+    :class:`TumourWeightedCE`)."""
+    if tumour_weight == 1 and et_weight in (None, 1):
+        return nn.CrossEntropyLoss()
+    return TumourWeightedCE(tumour_weight, et_weight)
 
 
 def train_config(p, epochs: int) -> TrainConfig:
@@ -377,7 +383,7 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
             torch.manual_seed(seed + t)
             net = build(row.network, p, classes=2 if t == 2 else 5)
             step = MultiTaskStep([t], transfer=False, stage=t, single_task=True)
-            res = fit(net, loss_function(p.tumour_weight), task_patches(cases, p, seed, t), train_config(p, p.mc_epochs),
+            res = fit(net, loss_function(p.tumour_weight, p.et_weight), task_patches(cases, p, seed, t), train_config(p, p.mc_epochs),
                       out_dir / f"net{t + 1}", device=device, step_fn=step, param_groups=caffe_groups)
             nets.append(net.eval())
             logs.append(res.log)
@@ -388,7 +394,7 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
         total = int(sum(p.stage_epochs))
         if not row.curriculum:
             step = MultiTaskStep([0, 1, 2], transfer=row.transfer, stage=2)
-            res = fit(net, loss_function(p.tumour_weight), ds, train_config(p, total), out_dir, device=device, step_fn=step,
+            res = fit(net, loss_function(p.tumour_weight, p.et_weight), ds, train_config(p, total), out_dir, device=device, step_fn=step,
                       param_groups=caffe_groups)
             hist += step.history
         else:                # Fig. 3: task 1, then 1 + 2, then 1 + 2 + 3, each stage resumed from the last
@@ -399,7 +405,7 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
                 epoch_losses = []
                 for _ in range(longest):  # one epoch per call, to see the loss flatten
                     seen = len(step.history)
-                    res = fit(net, loss_function(p.tumour_weight), ds, train_config(p, done + 1), out_dir, device=device, step_fn=step,
+                    res = fit(net, loss_function(p.tumour_weight, p.et_weight), ds, train_config(p, done + 1), out_dir, device=device, step_fn=step,
                               param_groups=caffe_groups)
                     done += 1
                     epoch_losses.append(np.mean([h[f"task {k + 1}"] for h in step.history[seen:]]))

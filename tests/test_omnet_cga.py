@@ -108,9 +108,10 @@ def test_five_classes_and_task_regions(task_cases):
 
 
 def test_task_patches_are_centred_in_their_regions(task_cases):
-    ds = OM.TaskPatches(task_cases, (16, 16, 8), 20, seed=1)
+    # every side at least 2 x 5 + 1: a centre within the 5-voxel dilation sees the tumour
+    ds = OM.TaskPatches(task_cases, (16, 16, 12), 20, seed=1)
     items = [ds[i] for i in range(20)]
-    assert len(items[0]) == 6 and items[0][0].shape == (4, 16, 16, 8)
+    assert len(items[0]) == 6 and items[0][0].shape == (4, 16, 16, 12)
     # task 2 patches hold tumour, task 3 patches core (their centres were drawn there)
     assert all(np.isin(it[3].numpy(), TUMOUR5).any() for it in items)
     assert all(np.isin(it[5].numpy(), CORE5).any() for it in items)
@@ -119,13 +120,13 @@ def test_task_patches_are_centred_in_their_regions(task_cases):
 
 
 def test_task1_tumour_fraction_centres_task_1_patches_on_the_tumour(task_cases):
-    plain = OM.TaskPatches(task_cases, (16, 16, 8), 40, seed=1)
-    tumour = OM.TaskPatches(task_cases, (16, 16, 8), 40, seed=1, task1_tumour_fraction=1.0)
+    plain = OM.TaskPatches(task_cases, (16, 16, 12), 40, seed=1)
+    tumour = OM.TaskPatches(task_cases, (16, 16, 12), 40, seed=1, task1_tumour_fraction=1.0)
     share = lambda ds: np.mean([np.isin(ds[i][1].numpy(), TUMOUR5).mean() for i in range(40)])  # noqa: E731
     assert all(np.isin(tumour[i][1].numpy(), TUMOUR5).any() for i in range(40))
     assert share(tumour) > 2 * share(plain)
     # fraction 0 draws exactly what the paper's sampler drew before the option existed
-    assert torch.equal(OM.TaskPatches(task_cases, (16, 16, 8), 40, seed=1, task1_tumour_fraction=0.0)[5][0], plain[5][0])
+    assert torch.equal(OM.TaskPatches(task_cases, (16, 16, 12), 40, seed=1, task1_tumour_fraction=0.0)[5][0], plain[5][0])
     with pytest.raises(ValueError, match="task1_tumour_fraction"):
         OM.TaskPatches(task_cases, (16, 16, 8), 4, task1_tumour_fraction=1.5)
 
@@ -145,9 +146,17 @@ def test_tumour_weighted_cross_entropy_against_the_written_out_sum():
     w2 = torch.where(t2.reshape(-1) == 1, w, 1.0)
     expect2 = -(w2 * lp2[torch.arange(lp2.shape[0]), t2.reshape(-1)]).sum() / w2.sum()
     assert OM.TumourWeightedCE(w)(l2, t2).item() == pytest.approx(expect2.item(), rel=1e-5)
+    # task 3's ET weight on its own: the 5-class loss keeps tumour_weight
+    w3 = torch.where(t2.reshape(-1) == 1, 3 * w, 1.0)
+    expect3 = -(w3 * lp2[torch.arange(lp2.shape[0]), t2.reshape(-1)]).sum() / w3.sum()
+    split = OM.loss_function(w, et_weight=3 * w)
+    assert split(l2, t2).item() == pytest.approx(expect3.item(), rel=1e-5)
+    assert split(logits, target).item() == pytest.approx(expect.item(), rel=1e-5)
     assert isinstance(OM.loss_function(1.0), torch.nn.CrossEntropyLoss)
     with pytest.raises(ValueError, match="tumour_weight"):
         OM.TumourWeightedCE(0.0)
+    with pytest.raises(ValueError, match="et_weight"):
+        OM.TumourWeightedCE(2.0, -1.0)
     with pytest.raises(ValueError, match="5 or 2 classes"):
         OM.TumourWeightedCE(2.0)(torch.randn(1, 3, 2, 2, 2), torch.zeros(1, 2, 2, 2, dtype=torch.long))
 
