@@ -6,7 +6,8 @@ import sys
 import time
 
 from brats_lib.io import write_text
-from brats_lib.report import REPO_ROOT, hardware
+from brats_lib.manifest import hardware
+from brats_lib.paths import REPO_ROOT
 
 from . import bench_data, bench_inference, bench_metrics, bench_training
 from .report import merge

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from brats_lib import models
-from brats_lib.augment import DeviceBatch
+from brats_lib.augmentation import DeviceBatch
 from brats_lib.losses import DeepSupervision, region_loss
 from brats_lib.phantoms import make_phantom
 from brats_lib.precision import autocast, needs_grad_scaler, precision_name

@@ -18,13 +18,14 @@ import time
 import torch
 import torch.nn as nn
 
-from brats_lib import params
+from brats_lib.app import profiles as params
 from brats_lib.io import write_text
-from brats_lib.report import REPO_ROOT, hardware
+from brats_lib.manifest import hardware
+from brats_lib.paths import REPO_ROOT
 
 
 def _hnf(name):
-    from brats_lib import hnfnetv2 as HN
+    from brats_lib.papers.hnfnetv2 import pipeline as HN
 
     p = params.load("hnfnetv2", "full")
     steps = len(HN.TABLE1_ROWS) * p.folds * p.epochs * p.steps_per_epoch
@@ -33,7 +34,7 @@ def _hnf(name):
 
 
 def _ou():
-    from brats_lib import optimized_unet as OU
+    from brats_lib.papers.optimized_unet import pipeline as OU
 
     p = params.load("optimized_unet", "full")
     run = OU.RUNS["D+C+O"]
@@ -44,7 +45,7 @@ def _ou():
 
 
 def _ar():
-    from brats_lib import attention_r2unet_mtds as AR
+    from brats_lib.papers.attention_r2unet_mtds import pipeline as AR
 
     p = params.load("attention_r2unet_mtds", "full")
     name = "Proposed (APR + SE-dropout + MTDS)"
@@ -53,7 +54,7 @@ def _ar():
 
 
 def _om():
-    from brats_lib import omnet_cga as OM
+    from brats_lib.papers.omnet_cga import pipeline as OM
 
     p = params.load("omnet_cga", "full")
     trained = [r for r in OM.TABLE1_ROWS if r.trained_as is None]
@@ -66,7 +67,7 @@ def _om():
 
 
 def _cm():
-    from brats_lib import cross_modality as CM
+    from brats_lib.papers.cross_modality import pipeline as CM
 
     p = params.load("cross_modality", "full")
     trained = [r for r in CM.TABLE_ROWS if not r.trained_as]

@@ -8,8 +8,8 @@ fold, same case) and reports for every claim:
 
 * the mean paired difference, oriented so that a positive difference always goes the
   paper's way (for HD95 / Hausdorff columns lower is better, so it is ``worse - better``);
-* its 95 % percentile-bootstrap confidence interval (:func:`brats_lib.report.mean_ci`);
-* the two-sided Wilcoxon signed-rank p-value (:func:`brats_lib.report.paired_test`);
+* its 95 % percentile-bootstrap confidence interval (:func:`brats_lib.statistics.mean_ci`);
+* the two-sided Wilcoxon signed-rank p-value (:func:`brats_lib.statistics.paired_test`);
 * the **verdict**: ``holds`` when p < alpha and the difference is positive,
   ``contradicted`` when p < alpha and it is negative, ``not significant`` otherwise
   (``n/a: <why>`` when a row or the column is missing).
@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .report import mean_ci, paired_test
+from .statistics import mean_ci, paired_test
 
 KINDS = ("paired", "first", "smallest")
 #: columns of :func:`check_claims`' table, in order

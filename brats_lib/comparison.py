@@ -3,38 +3,55 @@ the same cases and folds, scored with the same metrics.
 
 The five papers report on different BraTS editions, splits and metric code, so their
 numbers cannot be set side by side. Here every method is trained by its own paper's
-module (its loss, schedule, sampling and inference, with the hyper-parameters of that
-paper's parameter profile) on the folds of one split file, and every prediction is
-scored by :func:`brats_lib.metrics.evaluate_labels`.
+pipeline (:mod:`brats_lib.pipeline`: its loss, schedule, sampling and inference, with the
+hyper-parameters of that paper's parameter profile) on the folds of one split file, and
+every prediction is scored by :func:`brats_lib.metrics.case_scores`. Every method goes
+through the same calls of the one pipeline interface: no method has code of its own here.
 
-* :data:`METHODS` - label -> :class:`Method` (which paper module, which row of its tables).
+* :data:`METHODS` - label -> :class:`Method` (which paper, which row of its tables).
 * :func:`method_params` - a paper's profile with the comparison's data and folds.
 * :func:`train` - train one method on one fold -> :class:`Fitted` (predict, sizes, times).
-* :func:`brats_ranking` - the BraTS ranking scheme: rank per case and metric, averaged.
-* :func:`pairwise_wilcoxon` - Wilcoxon signed-rank tests between all pairs, Holm-corrected.
-* :func:`peak_memory` - the peak memory of a call (CUDA allocator on GPU, the profiler's
-  allocation events on CPU).
+* :func:`sizes`, :func:`inference_macs`, :func:`peak_memory`, :func:`timed` - what it costs.
+* The statistics (:func:`~brats_lib.statistics.brats_ranking`,
+  :func:`~brats_lib.statistics.pairwise_wilcoxon`, :func:`~brats_lib.statistics.holm`) are
+  re-exported from :mod:`brats_lib.statistics`.
 """
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
-from scipy import stats
 
-from . import labels as L
 from . import params as params_mod
-from . import postprocess
+from . import pipeline as pipelines
 from .complexity import count_parameters, forward_macs
 from .data import LoadedCase
+from .params import FoldParams, schema
+from .statistics import RANKED, brats_ranking, holm, pairwise_wilcoxon  # noqa: F401  (re-exported)
+
+
+@schema("comparison")
+class ComparisonParams(FoldParams):
+    """Cross-paper comparison: every paper's proposed model and a plain 3D U-Net on the same folds."""
+
+    #: labels of :data:`METHODS` to train, in table order
+    methods: list[str]
+    #: per method label, values replacing its paper profile's (same profile name as this one)
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: test-time flips of the whole volume, the same for every method (1, 4 or 8)
+    tta: int = 1
+    #: share of each fold's training cases held back for the methods' own selections
+    #: (learning rate, checkpoints); every method trains on the rest
+    selection_fraction: float = 0.2
+    #: measure peak memory on this many validation cases per method (0 = skip; the CPU
+    #: profiler slows inference down)
+    memory_cases: int = 1
 
 
 @dataclass(frozen=True)
@@ -59,54 +76,49 @@ METHODS: dict[str, Method] = {m.label: m for m in [
 SHARED_KEYS = ("seed", "phantom_cases", "phantom_shape", "data_dir", "splits", "n_folds", "folds")
 
 
+#: values the comparison imposes where a paper's schema has the key: nothing held out beyond
+#: the folds, and one network per method (the best checkpoint, no checkpoint ensembles)
+IMPOSED = {"holdout_cases": 0, "keep_best": 1}
+
+
 def method_params(method: Method, profile: str, shared: dict, overrides: dict | None = None):
     """The parameters of ``method``'s paper for ``profile``, with the comparison's data and
     folds (``shared``) and the comparison profile's ``overrides`` for that method."""
     values = {**{k: v for k, v in shared.items() if k in SHARED_KEYS}, **(overrides or {})}
-    if "holdout_cases" in {f.name for f in dataclasses.fields(params_mod.get_schema(method.notebook))}:
-        values.setdefault("holdout_cases", 0)  # the comparison holds out nothing beyond its folds
+    fields = {f.name for f in dataclasses.fields(params_mod.get_schema(method.notebook))}
+    for key, value in IMPOSED.items():
+        if key in fields:
+            values.setdefault(key, value)
     return params_mod.load(method.notebook, profile, **values)
 
 
 @dataclass
 class Fitted:
-    """A method trained on one fold, behind one prediction path for every method.
+    """A method trained on one fold: its paper's pipeline, the trained row and the
+    parameters it was trained with, behind one prediction call for every method."""
 
-    ``probabilities(case)`` gives the method's own probability maps (its channels, whole
-    volume, background outside what it segments) without test-time flips;
-    ``to_labels(probs, case)`` applies the method's own rule and post-processing.
-    :meth:`predict` averages ``probabilities`` over the same flips for every method, then
-    labels: the test-time budget is the comparison's, not each paper's."""
     method: Method
-    probabilities: Callable[[LoadedCase], np.ndarray]
-    to_labels: Callable[[np.ndarray, LoadedCase], np.ndarray]
-    networks: list[nn.Module]                      # every network inference runs
-    inputs: list[tuple[int, ...]]                  # each network's input (C, *patch) for MAC counts
-    out_voxels: list[int]                          # voxels each forward pass predicts
-    epoch_seconds: float                           # mean wall time of one training epoch
-    train_seconds: float
+    pipeline: pipelines.Pipeline
+    trained: pipelines.Trained
+    params: Any
+    device: Any = None
+
+    @property
+    def networks(self) -> list[nn.Module]:
+        return self.trained.networks
+
+    @property
+    def epoch_seconds(self) -> float:
+        return self.trained.epoch_seconds
+
+    @property
+    def train_seconds(self) -> float:
+        return self.trained.train_seconds
 
     def predict(self, lc: LoadedCase, tta: int = 1) -> np.ndarray:
-        """Canonical labels of a raw case with ``tta`` flips (1, 4 or 8) of the whole volume."""
-        return self.to_labels(flip_average(self.probabilities, lc, tta), lc)
-
-
-def flip_average(probabilities: Callable[[LoadedCase], np.ndarray], lc: LoadedCase, tta: int = 1) -> np.ndarray:
-    """Test-time flips of the whole case, the same for every method: the raw image flipped
-    along each combination of ``tta`` (:func:`~brats_lib.inference.parse_flips`), the
-    method's probability maps flipped back and averaged."""
-    from .inference import parse_flips
-
-    total = None
-    flips = parse_flips(tta)
-    for f in flips:
-        axes = tuple(a - 1 for a in f)  # tensor dims 2, 3, 4 -> image axes 1, 2, 3 (C, H, W, D)
-        case = dataclasses.replace(lc, image=np.ascontiguousarray(np.flip(lc.image, axes)) if f else lc.image,
-                                   label=None)
-        prob = probabilities(case)
-        prob = np.flip(prob, axes) if f else prob
-        total = prob.astype(np.float32, copy=True) if total is None else total + prob
-    return total / len(flips)
+        """Canonical labels of a raw case with ``tta`` whole-volume flips (1, 4 or 8) and
+        the paper's submitted rule (``final``: its thresholds and post-processing)."""
+        return self.pipeline.predict(self.trained, lc, self.params, tta=tta, final=True, device=self.device).labels
 
 
 def inner_split(cases: Sequence[LoadedCase], fraction: float, seed: int) -> tuple[list[LoadedCase], list[LoadedCase]]:
@@ -121,94 +133,20 @@ def inner_split(cases: Sequence[LoadedCase], fraction: float, seed: int) -> tupl
     return [c for i, c in enumerate(cases) if i not in pick], [c for i, c in enumerate(cases) if i in pick]
 
 
-def _epoch_seconds(logs: Sequence[pd.DataFrame]) -> float:
-    times = [t for log in logs if "time_s" in log for t in log["time_s"]]
-    return float(np.mean(times)) if times else float("nan")
-
-
-def _hnfnetv2(m: Method, k: int, train: list[LoadedCase], select: list[LoadedCase], p, out: Path, device):
-    from . import hnfnetv2 as HN
-
-    net_name = HN.ROWS[m.row]
-    res = HN.train_fold(net_name, k, train, select, p, out, device)
-    net = HN.load_final(res, net_name, p).to(device or "cpu")
-    return Fitted(m, lambda lc: HN.predict(net, lc, p, tta=1, post=False, device=device)[1],
-                  lambda probs, lc: HN.to_labels(probs, p), [net],
-                  [(4, *p.patch_size)], [int(np.prod(p.patch_size))], _epoch_seconds([res.log]), 0.0)
-
-
-def _optimized_unet(m: Method, k: int, train, select, p, out: Path, device):
-    from . import optimized_unet as OU
-
-    run = OU.RUNS[m.row]
-    res, _ = OU.train_fold(m.row, k, train, select, p, out, device)
-    net = OU.load_ensemble(res, run, p)[0].to(device or "cpu")  # the best checkpoint alone: no ensembles here
-
-    def to_labels(probs, lc):  # the submitted rule: paper thresholds and ET post-processing (Section 2.5)
-        return postprocess.optimized_unet(OU.to_labels(probs, OU.PAPER_THRESHOLDS, p), probs, **OU.PAPER_POSTPROCESS)
-
-    return Fitted(m, lambda lc: OU.predict(net, lc, run, p, tta=1, device=device)[1], to_labels, [net],
-                  [(run.in_channels, *p.patch_size)], [int(np.prod(p.patch_size))], _epoch_seconds([res.log]), 0.0)
-
-
-def _attention_r2unet(m: Method, k: int, train, select, p, out: Path, device):
-    from . import attention_r2unet_mtds as AR
-
-    res = AR.train(m.row, k, train, p, out, device)
-    net = AR.load_final(res, m.row, p).to(device or "cpu")
-
-    def to_labels(probs, lc):  # 3D post-processing of WT (Section 3.4)
-        return AR.labels_from_masks(AR.masks_from_probabilities(probs, True, p.post_fraction))
-
-    return Fitted(m, lambda lc: AR.predict_case(net, lc, p, device), to_labels, [net], [(4, *p.crop)],
-                  [int(np.prod(p.crop))], _epoch_seconds([res.log]), 0.0)
-
-
-def _omnet(m: Method, k: int, train, select, p, out: Path, device):
-    from . import omnet_cga as OM
-
-    row = OM.ROWS[m.row]
-    if row.kind == "mc":
-        raise ValueError(f"{m.label}: the comparison runs one-pass OM-Net rows; {row.label} is a cascade")
-    res = OM.train_row(OM.ROWS[row.trained_as or row.label], [OM.task_case(lc) for lc in train], p, out,
-                       seed=p.seed + 1000 * k, device=device)
-    nets = res.nets
-    centre = int(np.prod(p.tile_centre))
-    return Fitted(m, lambda lc: OM.probabilities(nets, lc, p, device),
-                  lambda probs, lc: OM.labels_from_probabilities(row, probs, lc, p), nets,
-                  [(4, *p.patch_size)] * len(nets), [centre] * len(nets), _epoch_seconds(res.logs), 0.0)
-
-
-def _cross_modality(m: Method, k: int, train, select, p, out: Path, device):
-    from . import cross_modality as CM
-
-    row = CM.ROWS[m.row]
-    cases = [CM.training_case(lc) for lc in train]
-    pre = CM.pretrain(row.init, cases, p, out / "pretrain", seed=p.seed + 1000 * k, pairing=row.pairing, device=device)
-    res = CM.train_row(row, pre, cases, p, out / "cmff", seed=p.seed + 1000 * k + 1, device=device)
-    net = res.net
-    return Fitted(m, lambda lc: CM.probabilities(net, lc, p, device),
-                  lambda probs, lc: np.argmax(probs, axis=0).astype(np.uint8), [net], [(4, *p.patch_size)],
-                  [int(np.prod(p.patch_size))], _epoch_seconds([res.log]), 0.0)
-
-
-TRAINERS = {"hnfnetv2": _hnfnetv2, "optimized_unet": _optimized_unet, "attention_r2unet_mtds": _attention_r2unet,
-            "omnet_cga": _omnet, "cross_modality": _cross_modality}
-
-
 def train(method: Method, fold: int, train_cases: Sequence[LoadedCase], p, out_dir: str | Path,
           selection_fraction: float = 0.2, seed: int = 0, device=None) -> Fitted:
-    """Train ``method`` on one fold's training cases with its paper's module and parameters
-    ``p``. Every method trains on the same :func:`inner_split` of them; the methods that
-    select (a learning rate, checkpoints) do so on its selection cases only, never on the
-    fold's validation cases, which score them."""
+    """Train ``method`` on one fold's training cases with its paper's pipeline and
+    parameters ``p``. Every method trains on the same :func:`inner_split` of them; the
+    methods that select (a learning rate, checkpoints) do so on its selection cases only,
+    never on the fold's validation cases, which score them."""
     t0 = time.time()
     inner, select = inner_split(train_cases, selection_fraction, seed + fold)
-    fitted = TRAINERS[method.notebook](method, fold, inner, select, p, Path(out_dir), device)
-    fitted.train_seconds = time.time() - t0
-    for n in fitted.networks:
+    pipe = pipelines.get(method.notebook)
+    trained = pipelines.train(pipe, method.row, fold, inner, select, p, Path(out_dir) / "row" / f"fold{fold}", device)
+    trained.train_seconds = time.time() - t0
+    for n in trained.networks:
         n.eval()
-    return fitted
+    return Fitted(method, pipe, trained, p, device)
 
 
 # ------------------------------------------------------------------ sizes, time, memory
@@ -217,7 +155,8 @@ def sizes(fitted: Fitted) -> dict[str, float]:
     for one forward pass over the voxels that pass predicts, summed over the networks of
     one prediction (comparable across 2D and 3D methods; no overlap, no flips)."""
     macs_per_voxel = 0.0
-    for net, shape, vox in zip(fitted.networks, fitted.inputs, fitted.out_voxels):
+    inputs = fitted.pipeline.network_inputs(fitted.trained, fitted.params)
+    for net, (shape, vox) in zip(fitted.networks, inputs):
         device = next(net.parameters()).device
         macs_per_voxel += forward_macs(net, torch.zeros((1, *shape), device=device)) / vox
     return {"params (M)": sum(count_parameters(n, trainable_only=False) for n in fitted.networks) / 1e6,
@@ -283,57 +222,3 @@ def timed(fn: Callable[[], object], device=None) -> tuple[object, float]:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return out, time.perf_counter() - t
-
-
-# ------------------------------------------------------------------ statistics
-#: metric columns of the per-case table and whether higher is better
-RANKED = {**{f"Dice {r}": True for r in L.REGIONS}, **{f"HD95 {r}": False for r in L.REGIONS}}
-
-
-def brats_ranking(per_case: pd.DataFrame, methods: Sequence[str], method_col: str = "method") -> pd.DataFrame:
-    """The BraTS ranking scheme: for each case and each metric (Dice and HD95 of ET, TC,
-    WT) the methods are ranked (1 = best, ties share the lowest rank, as the challenge
-    does), then each method's ranks are averaged over cases and metrics. Returns one row
-    per method: its mean rank per metric, the overall mean rank and the final position."""
-    rows = []
-    for (case, fold), d in per_case.groupby(["case", "fold"]):
-        d = d.set_index(method_col).reindex(methods)
-        for col, higher in RANKED.items():
-            ranks = d[col].rank(ascending=not higher, method="min")
-            rows += [{"method": m, "case": case, "metric": col, "rank": r} for m, r in ranks.items()]
-    ranks = pd.DataFrame(rows)
-    table = ranks.pivot_table(index="method", columns="metric", values="rank", aggfunc="mean")[list(RANKED)]
-    table["mean rank"] = ranks.groupby("method")["rank"].mean()
-    table = table.reindex(methods).sort_values("mean rank", kind="stable")
-    table["position"] = table["mean rank"].rank(method="min").astype(int)
-    return table
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjustment of a family of p-values (controls the family-wise error)."""
-    p = np.asarray(pvalues, float)
-    order = np.argsort(p)
-    adjusted = np.empty_like(p)
-    running = 0.0
-    for i, idx in enumerate(order):
-        running = max(running, min(1.0, (len(p) - i) * p[idx]))
-        adjusted[idx] = running
-    return adjusted
-
-
-def pairwise_wilcoxon(per_case: pd.DataFrame, methods: Sequence[str], column: str = "Dice mean",
-                      method_col: str = "method") -> pd.DataFrame:
-    """Two-sided Wilcoxon signed-rank test of ``column`` for every pair of methods over the
-    cases both predicted, Holm-corrected over all pairs. One row per pair."""
-    wide = per_case.pivot_table(index=["fold", "case"], columns=method_col, values=column)
-    rows = []
-    for a, b in itertools.combinations(methods, 2):
-        x, y = wide[a].to_numpy(float), wide[b].to_numpy(float)
-        ok = np.isfinite(x) & np.isfinite(y)
-        diff = x[ok] - y[ok]
-        p = 1.0 if np.allclose(diff, 0) else float(stats.wilcoxon(x[ok], y[ok]).pvalue)
-        rows.append({"A": a, "B": b, "cases": int(ok.sum()), f"mean {column} A - B": float(diff.mean()),
-                     "p": p})
-    out = pd.DataFrame(rows)
-    out["p (Holm)"] = holm(out["p"]) if len(out) else []
-    return out

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import labels as L
 
-MODALITIES = ("t1", "t1ce", "t2", "flair")
+MODALITIES = L.MODALITIES
 
 #: per layout: modality -> file suffix (joined to the case id by the separator)
 _SUFFIXES = {
@@ -75,6 +75,21 @@ class Case:
 
 def _strip_nii(name: str) -> str:
     return _NII.sub("", name)
+
+
+def nifti_files(folder: str | Path) -> dict[str, Path]:
+    """``{case id: file}`` of the NIfTI files directly in ``folder`` (``<id>.nii[.gz]``,
+    the BraTS submission convention for predictions)."""
+    return {_strip_nii(f.name): f for f in Path(folder).iterdir() if f.is_file() and _NII.search(f.name)}
+
+
+def case_from_folder(folder: str | Path, convention: str | None = None) -> Case:
+    """One BraTS case folder (2018-2021 ``<id>_t1.nii.gz`` ... or 2023 ``<id>-t1n.nii.gz``
+    ..., the layout told from its files); labels read in ``convention`` (default: the
+    layout's own)."""
+    folder = Path(folder)
+    layout = "brats2023" if any(folder.glob("*-t2f.nii*")) else "brats2021"
+    return _case_from_folder(folder, layout, convention or layout)
 
 
 def case_id_from_file(path: str | Path) -> str:

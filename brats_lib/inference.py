@@ -11,6 +11,7 @@ which a threshold below 0.5 would turn into tumour (a known bug in public code).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,7 +23,7 @@ from monai.inferers import sliding_window_inference
 
 from . import labels as L
 from . import preprocess as P
-from .io import write_nifti
+from .io import load_checkpoint, save_checkpoint, write_nifti
 from .precision import autocast
 
 #: all 8 flip combinations of the three spatial axes (as tensor dims 2, 3, 4)
@@ -258,8 +259,6 @@ def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, m
     a function in :mod:`brats_lib.postprocess` (or None); ``amp``: mixed precision, as the
     notebook that trained it predicted (:mod:`brats_lib.precision`).
     """
-    from .training import save_checkpoint
-
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model_kwargs.items()}
     return save_checkpoint(path, kind="brats_lib.predictor", weights=[m.state_dict() for m in models_], model=model,
                            model_kwargs=kwargs, roi_size=[int(s) for s in roi_size], output=output,
@@ -276,7 +275,6 @@ def save_predictor(path: str | Path, models_: Sequence[nn.Module], model: str, m
 def load_predictor(path: str | Path, device=None) -> tuple[list[nn.Module], dict]:
     """(networks in eval mode, settings) from a :func:`save_predictor` file."""
     from . import models as registry
-    from .training import load_checkpoint
 
     path = Path(path)
     if not path.is_file():
@@ -303,9 +301,10 @@ def predict_with(nets: Sequence[nn.Module], settings: dict, image: np.ndarray, d
 
     fn = None
     if settings["postprocess"]:
-        rule = getattr(post, settings["postprocess"], None)
-        if rule is None:
-            raise ValueError(f"unknown post-processing {settings['postprocess']!r} in the predictor file")
+        try:
+            rule = post.get(settings["postprocess"])
+        except KeyError as e:
+            raise ValueError(f"the predictor file's post-processing: {e.args[0]}") from None
         kw = settings["postprocess_kwargs"]
         fn = lambda labels, probs: rule(labels, probs, **kw)  # noqa: E731
     return predict_case(list(nets), image, settings["roi_size"], settings["output"], settings["thresholds"],
@@ -313,3 +312,20 @@ def predict_with(nets: Sequence[nn.Module], settings: dict, image: np.ndarray, d
                         settings["normalisation"], settings["foreground"], settings["clip_percentiles"], device=device,
                         postprocess=fn, centre_crop=settings["centre_crop"], label_rule=settings["label_rule"],
                         tta_mode=settings["tta_mode"], amp=settings["amp"])
+
+
+# ------------------------------------------------------------------ whole-volume flips
+def flip_average(probabilities: Callable, lc, tta: int = 1) -> np.ndarray:
+    """Test-time flips of a whole case (a :class:`~brats_lib.data.LoadedCase`): the raw
+    image flipped along each combination of ``tta`` (:func:`parse_flips`), the model's
+    probability maps (``probabilities(case)``) flipped back and averaged."""
+    total = None
+    flips = parse_flips(tta)
+    for f in flips:
+        axes = tuple(a - 1 for a in f)  # tensor dims 2, 3, 4 -> image axes 1, 2, 3 (C, H, W, D)
+        case = dataclasses.replace(lc, image=np.ascontiguousarray(np.flip(lc.image, axes)) if f else lc.image,
+                                   label=None)
+        prob = probabilities(case)
+        prob = np.flip(prob, axes) if f else prob
+        total = prob.astype(np.float32, copy=True) if total is None else total + prob
+    return total / len(flips)

@@ -1,4 +1,5 @@
-"""Atomic file writing: nothing half-written is ever seen under the final name."""
+"""File I/O: atomic writes (nothing half-written is ever seen under the final name) and
+checkpoints (written atomically, read with ``weights_only=True``)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
+import torch.nn as nn
 
 
 @contextmanager
@@ -45,3 +48,28 @@ def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, header=
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return Path(path)
+
+
+# ------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: str | Path, **state) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
+    """Load the model weights of a ``last.pt`` or ``best-*.pt`` checkpoint into ``model``."""
+    ckpt = load_checkpoint(path)
+    unwrap(model).load_state_dict(ckpt["model"], strict=strict)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DDP and/or ``torch.compile`` wrapper."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)

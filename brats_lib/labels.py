@@ -1,4 +1,4 @@
-"""Label conventions and tumour regions, in one place.
+"""Label conventions, tumour regions and the modality order, in one place.
 
 Inside the library every label map uses one canonical form::
 
@@ -21,6 +21,9 @@ ET = {ET}. Tables report them in the order ET, TC, WT (``REGIONS``).
 from __future__ import annotations
 
 import numpy as np
+
+#: the order of the four MRI channels of every image inside the library
+MODALITIES = ("t1", "t1ce", "t2", "flair")
 
 BACKGROUND, NCR, ED, ET = 0, 1, 2, 3
 CLASS_NAMES = ("background", "NCR/NET", "ED", "ET")

@@ -33,7 +33,7 @@ METRICS = ("Dice", "HD95", "Sensitivity", "Specificity", "PPV")
 SUMMARY_ROWS = ("Mean", "StdDev", "Median", "25quantile", "75quantile")
 
 
-def _nonzero_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+def nonzero_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     """Bounding box of the non-zero voxels of ``mask`` (None when there are none)."""
     box = []
     for ax in range(mask.ndim):
@@ -47,7 +47,7 @@ def _nonzero_box(mask: np.ndarray) -> tuple[slice, ...] | None:
 
 def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
     """Bounding box of ``a | b`` (both non-empty together)."""
-    return _nonzero_box(a | b)
+    return nonzero_box(a | b)
 
 
 def _crop_pair(a: np.ndarray, b: np.ndarray):
@@ -131,7 +131,7 @@ def evaluate_labels(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] 
     # every region lies inside the joint tumour box: work on that crop only (label maps
     # are non-negative, so ``pred | ref`` is non-zero exactly where either has tumour)
     union = (pred | ref) if pred.dtype.kind in "ub" and ref.dtype.kind in "ub" else (pred > 0) | (ref > 0)
-    box = _nonzero_box(union)
+    box = nonzero_box(union)
     if box is not None:
         pred, ref = pred[box], ref[box]
     return {r: binary_metrics(L.region_mask(pred, r), L.region_mask(ref, r), spacing, size) for r in regions}

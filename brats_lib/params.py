@@ -45,24 +45,66 @@ class FileName(str):
 
 
 def schema(notebook: str):
-    """Class decorator: register the parameter dataclass of ``notebook``."""
+    """Class decorator: make ``cls`` a keyword-only dataclass and register it as the
+    parameter schema of ``notebook``. Schemas live beside their code (a paper's in
+    ``brats_lib/papers/<paper>/params.py``); :mod:`brats_lib.app.profiles` imports them all."""
 
     def deco(cls):
-        _SCHEMAS[notebook] = dataclasses.dataclass(cls) if not dataclasses.is_dataclass(cls) else cls
+        _SCHEMAS[notebook] = dataclasses.dataclass(cls, kw_only=True)
         return _SCHEMAS[notebook]
 
     return deco
 
 
 def get_schema(notebook: str) -> type:
-    if notebook not in _SCHEMAS:
-        import importlib
-
-        importlib.import_module("brats_lib.notebook_params")
     try:
         return _SCHEMAS[notebook]
     except KeyError:
-        raise ParamsError(f"no parameter schema for notebook {notebook!r}; known: {sorted(_SCHEMAS)}") from None
+        raise ParamsError(f"no parameter schema for notebook {notebook!r}; registered: {sorted(_SCHEMAS)} "
+                          "(brats_lib.app.profiles registers every notebook's)") from None
+
+
+def registered() -> list[str]:
+    """Notebooks whose schema has been registered (imported) so far."""
+    return sorted(_SCHEMAS)
+
+
+# ------------------------------------------------------------------ the fields every schema shares
+@dataclasses.dataclass(kw_only=True)
+class DataParams:
+    """Where a notebook's cases come from (every notebook)."""
+
+    seed: int
+    #: phantom cases generated (ignored when ``data_dir`` is set) and their shape
+    phantom_cases: int
+    phantom_shape: list[int]
+    #: a real BraTS folder (any supported layout); None uses phantoms
+    data_dir: str | None = None
+    #: folder of real BraTS-space test cases shown beside the phantoms; skipped if absent
+    real_dir: str | None = "../shared/data/real"
+
+
+@dataclasses.dataclass(kw_only=True)
+class FoldParams(DataParams):
+    """Cross-validation on a committed split file."""
+
+    #: name of the fixed split file ``params/splits/<name>.json`` (created on first use)
+    splits: FileName
+    #: folds of the split file, and how many of them are trained
+    n_folds: int
+    folds: int
+    progress: bool = True
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainingParams(FoldParams):
+    """A paper notebook: folds, mixed precision, loader workers, real cases in its figures."""
+
+    #: real cases segmented for the qualitative figures (0 = none)
+    real_cases: int = 1
+    #: mixed precision (float16 on CUDA, bfloat16 on CPUs that have it; :mod:`brats_lib.precision`)
+    amp: bool = True
+    num_workers: int = 0
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

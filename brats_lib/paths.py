@@ -27,3 +27,11 @@ REPORTS_DIR = REPO_ROOT / "reports"
 RUNS_DIR = REPO_ROOT / "runs"
 CACHE_DIR = REPO_ROOT / ".cache"
 REAL_DIR = REPO_ROOT.parent / "shared" / "data" / "real"
+
+
+def resolve(path: str | Path | None) -> Path | None:
+    """A path from a parameter file: absolute as given, relative to the repository root."""
+    if path is None:
+        return None
+    path = Path(path)
+    return path if path.is_absolute() else (REPO_ROOT / path)

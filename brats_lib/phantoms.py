@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import labels as L
-from .data import MODALITIES
+from .labels import MODALITIES
 from .io import write_nifti
 from .paths import REPO_ROOT
 

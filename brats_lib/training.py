@@ -22,7 +22,7 @@ one computes, Adam / AdamW / SGD run their fused CUDA kernels (which also take t
 gradient scaler's inf check on the device), and the progress bar shows the loss once
 per epoch. ``channels_last`` stores weights and inputs as NDHWC, the layout cuDNN's
 fastest 3D kernels want; ``batch_transform`` augments each batch on the device (see
-:class:`~brats_lib.augment.DeviceNnUNetAugmentation`). Launched by
+:class:`~brats_lib.augmentation.DeviceNnUNetAugmentation`). Launched by
 ``torchrun`` (``WORLD_SIZE`` > 1) the loop runs DDP (NCCL on GPUs, gloo on CPUs),
 each rank taking every ``world_size``-th sample; rank 0 validates and writes.
 Checkpoints are read back with ``torch.load(weights_only=True)`` only.
@@ -46,7 +46,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from .io import atomic_path
+from .io import atomic_path, load_checkpoint, load_weights, save_checkpoint, unwrap as _unwrap  # noqa: F401
 from .precision import autocast, guard_tiny_convolutions, needs_grad_scaler
 
 
@@ -292,29 +292,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((state["python"][1], tuple(state["python"][0]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
-
-
-def save_checkpoint(path: str | Path, **state) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
-    """Load the model weights of a ``last.pt`` or ``best-*.pt`` checkpoint into ``model``."""
-    ckpt = load_checkpoint(path)
-    _unwrap(model).load_state_dict(ckpt["model"], strict=strict)
-    return model
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 # ------------------------------------------------------------------ the loop

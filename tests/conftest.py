@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import brats_lib.papers  # noqa: F401  (registers every paper's networks, rules, schemas and pipeline)
 from brats_lib.phantoms import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +58,7 @@ def run_full_profile(notebook: str, data_dir: Path, out_dir: Path, overrides: di
     check it ran on that folder and return its manifest."""
     import json
 
-    from brats_lib import runner
+    from brats_lib.app import runner
     from brats_lib.sampling import splits_path
 
     try:
@@ -79,7 +80,7 @@ def test_profile_report(tmp_path_factory):
     """``test_profile_report(notebook)`` -> the report folder of ``notebook`` executed
     under its ``test`` profile, run at most once per session (the notebook's own test
     checks its tables; the determinism test runs it a second time and compares)."""
-    from brats_lib import runner
+    from brats_lib.app import runner
 
     def report(notebook: str) -> Path:
         if notebook not in _TEST_PROFILE_RUNS:

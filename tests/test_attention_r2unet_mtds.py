@@ -7,12 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from brats_lib import attention_r2unet_mtds as AR
+from brats_lib.papers.attention_r2unet_mtds import pipeline as AR
 from brats_lib import labels as L
-from brats_lib import models, params, runner
-from brats_lib.augment import FlipAugmentation
+from brats_lib import models
+from brats_lib.app import profiles as params
+from brats_lib.app import runner
+from brats_lib.augmentation import FlipAugmentation
 from brats_lib.data import LoadedCase
-from brats_lib.models.attention_r2unet import AttentionGate, PreActResidualUnit, SEDropout
+from brats_lib.papers.attention_r2unet_mtds.networks import AttentionGate, PreActResidualUnit, SEDropout
 from conftest import run_full_profile
 
 P_TEST = params.load("attention_r2unet_mtds", "test")

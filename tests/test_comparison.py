@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from brats_lib import comparison as C
-from brats_lib import params, runner
+from brats_lib.app import profiles as params
+from brats_lib.app import runner
 
 
 def _per_case(values: dict[str, list[float]]) -> pd.DataFrame:
@@ -69,17 +70,19 @@ def test_method_params_take_the_shared_data_and_the_overrides():
         C.method_params(m, "test", shared, {"no_such_key": 1})
 
 
-def test_every_method_has_a_trainer_and_a_known_row():
-    from brats_lib import attention_r2unet_mtds as AR
-    from brats_lib import cross_modality as CM
-    from brats_lib import hnfnetv2 as HN
-    from brats_lib import omnet_cga as OM
-    from brats_lib import optimized_unet as OU
+def test_every_method_has_a_pipeline_and_a_known_row():
+    from brats_lib.papers.attention_r2unet_mtds import pipeline as AR
+    from brats_lib.papers.cross_modality import pipeline as CM
+    from brats_lib.papers.hnfnetv2 import pipeline as HN
+    from brats_lib.papers.omnet_cga import pipeline as OM
+    from brats_lib.papers.optimized_unet import pipeline as OU
+    from brats_lib import pipeline as pipelines
 
     rows = {"hnfnetv2": HN.ROWS, "optimized_unet": OU.RUNS, "attention_r2unet_mtds": AR.RUNS,
             "omnet_cga": OM.ROWS, "cross_modality": CM.ROWS}
     for m in C.METHODS.values():
-        assert m.notebook in C.TRAINERS and m.row in rows[m.notebook], m
+        pipe = pipelines.get(m.notebook)
+        assert pipe.rows is rows[m.notebook] and m.row in pipe.rows, m
 
 
 @pytest.mark.slow

@@ -10,10 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brats_lib import cross_modality as CM, data as D, models, params, runner
+from brats_lib import data as D, models
+from brats_lib.papers.cross_modality import pipeline as CM
+from brats_lib.app import profiles as params
+from brats_lib.app import runner
 from brats_lib.complexity import complexity
 from brats_lib.inference import predict_case
-from brats_lib.models.cross_modality import CrossModalityUNet, MaskGuidedAttention, ResidualCBAM
+from brats_lib.papers.cross_modality.networks import CrossModalityUNet, MaskGuidedAttention, ResidualCBAM
 from conftest import run_full_profile
 
 P_TEST = params.load("cross_modality", "test")

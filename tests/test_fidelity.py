@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from brats_lib import labels as L
-from brats_lib import params
+from brats_lib.app import profiles as params
 from brats_lib.inference import probabilities_to_labels
 from conftest import REPO
 
@@ -66,7 +66,7 @@ def test_nested_label_rule_nvidia_variant_gates_by_wt_only():
 
 
 def test_zscore_per_channel_over_each_modality_s_own_non_zero_voxels():
-    from brats_lib import optimized_unet as OU
+    from brats_lib.papers.optimized_unet import pipeline as OU
     from brats_lib.preprocess import normalise
 
     rng = np.random.default_rng(0)
@@ -148,7 +148,7 @@ def test_precision_follows_each_paper_in_full():
 
 # ------------------------------------------------------------------ HNF-Netv2
 def test_hnfnetv2_poly_decay_changes_once_per_epoch():
-    from brats_lib import hnfnetv2 as HN
+    from brats_lib.papers.hnfnetv2 import pipeline as HN
     from brats_lib.training import lr_curve
 
     p = dataclasses.replace(params.load("hnfnetv2", "test"), epochs=10, warmup_epochs=2, lr=1.0)
@@ -160,7 +160,7 @@ def test_hnfnetv2_poly_decay_changes_once_per_epoch():
 
 # ------------------------------------------------------------------ OM-Net
 def test_task3_patches_are_half_of_the_others_for_the_cascade(monkeypatch):
-    from brats_lib import omnet_cga as OM
+    from brats_lib.papers.omnet_cga import pipeline as OM
     from brats_lib.data import LoadedCase
 
     lengths = []
@@ -207,7 +207,7 @@ def test_omnet_biases_as_the_prototxts():
 
 
 def test_omnet_paper_cells_derived_from_the_text():
-    from brats_lib import omnet_cga as OM
+    from brats_lib.papers.omnet_cga import pipeline as OM
 
     t = OM.paper_table1()
     assert t.loc["OM-Net + CGA", "Dice TC"] == pytest.approx(82.15)
@@ -222,7 +222,7 @@ def test_omnet_paper_cells_derived_from_the_text():
 
 # ------------------------------------------------------------------ cross-modality
 def test_attention_residual_form_is_the_same_for_mask_guidance_and_cbam():
-    from brats_lib.models.cross_modality import FusionBranch
+    from brats_lib.papers.cross_modality.networks import FusionBranch
 
     torch.manual_seed(0)
     feats, classes = 6, 4
@@ -247,16 +247,38 @@ def _tiny_cases(n=5):
                        np.eye(4), None, (1.0, 1.0, 1.0)) for i in range(n)]
 
 
+class _FakePipeline:
+    """A voxel-wise "method" behind the pipeline interface (not registered)."""
+
+    def __new__(cls, probabilities, to_labels, inputs=()):
+        from brats_lib.pipeline import Pipeline
+
+        class Fake(Pipeline):
+            notebook = "fake"
+
+            def probabilities(self, trained, case, p, device=None):
+                return probabilities(case)
+
+            def to_labels(self, trained, probs, case, p, final=False):
+                return to_labels(probs, case)
+
+            def network_inputs(self, trained, p):
+                return list(inputs)
+
+        return Fake()
+
+
 def test_comparison_selection_uses_inner_training_cases_only(monkeypatch):
     from brats_lib import comparison as C
+    from brats_lib import pipeline as pipelines
 
     seen = {}
 
-    def fake(m, k, train, select, p, out, device):
+    def fake(self, row, k, train, select, p, out, device):
         seen["train"], seen["select"] = [c.case_id for c in train], [c.case_id for c in select]
-        return C.Fitted(m, lambda lc: np.zeros((1, 1)), lambda pr, lc: pr, [], [], [], 0.0, 0.0)
+        return pipelines.Trained(row, k, [])
 
-    monkeypatch.setitem(C.TRAINERS, "optimized_unet", fake)
+    monkeypatch.setattr(type(pipelines.get("optimized_unet")), "train_fold", fake)
     train_cases = _tiny_cases(5)
     C.train(C.METHODS["Optimized U-Net"], 0, train_cases, None, "/tmp/unused", selection_fraction=0.2, seed=0)
     assert len(seen["select"]) == 1 and len(seen["train"]) == 4
@@ -269,6 +291,8 @@ def test_comparison_selection_uses_inner_training_cases_only(monkeypatch):
 
 def test_comparison_tta_one_code_path_flips_the_whole_volume():
     from brats_lib import comparison as C
+    from brats_lib.inference import flip_average
+    from brats_lib.pipeline import Trained
 
     lc = _tiny_cases(1)[0]
     calls = []
@@ -277,18 +301,20 @@ def test_comparison_tta_one_code_path_flips_the_whole_volume():
         calls.append(case.image.copy())
         return 1 / (1 + np.exp(-case.image[:2]))
 
-    avg = C.flip_average(probs, lc, 8)
+    avg = flip_average(probs, lc, 8)
     # independent: for a voxel-wise map every flip, undone, gives the unflipped map back
     assert len(calls) == 8 and np.allclose(avg, 1 / (1 + np.exp(-lc.image[:2])), atol=1e-6)
     flipped = {tuple(np.argwhere(c[0] == lc.image[0].max())[0]) for c in calls}
     assert len(flipped) == 8  # eight different orientations were seen
-    fitted = C.Fitted(C.METHODS["3D U-Net"], lambda case: case.image[:1], lambda pr, case: (pr[0] > 0).astype(np.uint8),
-                      [], [], [], 0.0, 0.0)
+    fitted = C.Fitted(C.METHODS["3D U-Net"], _FakePipeline(lambda case: case.image[:1],
+                                                           lambda pr, case: (pr[0] > 0).astype(np.uint8)),
+                      Trained("3D U-Net", 0, []), None)
     assert np.array_equal(fitted.predict(lc, 8), (lc.image[0] > 0).astype(np.uint8))  # flips undone exactly
 
 
 def test_comparison_macs_count_every_forward_pass_with_overlap_and_flips():
     from brats_lib import comparison as C
+    from brats_lib.pipeline import Trained
     from brats_lib.complexity import forward_macs
     from brats_lib.inference import sliding_window_probabilities
 
@@ -301,8 +327,9 @@ def test_comparison_macs_count_every_forward_pass_with_overlap_and_flips():
         x = torch.from_numpy(case.image)[None]
         return sliding_window_probabilities(net, x, roi, overlap=0.5, sw_batch_size=1)[0].numpy()
 
-    fitted = C.Fitted(C.METHODS["3D U-Net"], probs, lambda pr, case: pr.argmax(0), [net], [(4, *roi)],
-                      [int(np.prod(roi))], 0.0, 0.0)
+    fitted = C.Fitted(C.METHODS["3D U-Net"], _FakePipeline(probs, lambda pr, case: pr.argmax(0),
+                                                           [((4, *roi), int(np.prod(roi)))]),
+                      Trained("3D U-Net", 0, [net]), None)
     per_window = forward_macs(net, torch.zeros(1, 4, *roi))
     network = C.sizes(fitted)["network kMACs / voxel"] * 1e3
     assert network == pytest.approx(per_window / 512)
@@ -481,8 +508,8 @@ def test_claim_table_formatting_and_explanation():
 
 def _claim_columns(module: str) -> set[str]:
     """The per-case columns each notebook builds for ``module`` (from the library's scorers)."""
-    from brats_lib import attention_r2unet_mtds as AR
-    from brats_lib import cross_modality as CM
+    from brats_lib.papers.attention_r2unet_mtds import pipeline as AR
+    from brats_lib.papers.cross_modality import pipeline as CM
     from brats_lib.metrics import case_scores
 
     lab = np.zeros((6, 6, 6), np.uint8)
@@ -498,11 +525,11 @@ def _claim_columns(module: str) -> set[str]:
 
 
 def test_claim_lists_name_rows_and_columns_that_exist():
-    from brats_lib import attention_r2unet_mtds as AR
-    from brats_lib import cross_modality as CM
-    from brats_lib import hnfnetv2 as HN
-    from brats_lib import omnet_cga as OM
-    from brats_lib import optimized_unet as OU
+    from brats_lib.papers.attention_r2unet_mtds import pipeline as AR
+    from brats_lib.papers.cross_modality import pipeline as CM
+    from brats_lib.papers.hnfnetv2 import pipeline as HN
+    from brats_lib.papers.omnet_cga import pipeline as OM
+    from brats_lib.papers.optimized_unet import pipeline as OU
     from brats_lib.claims import Claim
 
     rows = {"omnet_cga": {r.label for r in OM.TABLE1_ROWS}, "cross_modality": {r.label for r in CM.TABLE_ROWS},

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from benchmarks import bench_training
 from brats_lib import models
-from brats_lib.augment import DeviceBatch, DeviceNnUNetAugmentation
+from brats_lib.augmentation import DeviceBatch, DeviceNnUNetAugmentation
 from brats_lib.sampling import PatchDataset, encode_target, regions_on_device
 from brats_lib.training import TrainConfig, fit, load_checkpoint, make_optimizer
 from conftest import REPO

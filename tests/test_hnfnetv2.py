@@ -7,14 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from brats_lib import hnfnetv2 as HN
+from brats_lib.papers.hnfnetv2 import pipeline as HN
 from brats_lib import labels as L
-from brats_lib import losses, models, params, postprocess, runner
-from brats_lib.augment import HNFNetAugmentation
-from brats_lib.cli import main as cli
+from brats_lib import losses, models
+from brats_lib.app import profiles as params
+from brats_lib.app import runner
+from brats_lib.papers.hnfnetv2.augmentation import HNFNetAugmentation
+from brats_lib.app.cli import main as cli
 from brats_lib.complexity import complexity
 from brats_lib.inference import load_predictor, predict_case, predict_with
-from brats_lib.models.hnfnet import EMAUnit, InterSDE, IntraSDE, PMFModule
+from brats_lib.papers.hnfnetv2.networks import EMAUnit, InterSDE, IntraSDE, PMFModule
 from brats_lib.preprocess import centre_box
 from brats_lib.sampling import holdout_split
 from conftest import run_full_profile
@@ -201,11 +203,11 @@ def test_et_volume_rule():
     lab = np.zeros((10, 10, 10), np.uint8)
     lab[2:5, 2:5, 2:5] = L.ET                      # 27 ET voxels
     lab[6:8, 6:8, 6:8] = L.ED
-    small = postprocess.hnfnetv2(lab, None, min_et=28)
+    small = HN.small_et_to_ncr(lab, None, min_et=28)
     assert (small == L.ET).sum() == 0 and (small == L.NCR).sum() == 27 and (small == L.ED).sum() == 8
-    assert np.array_equal(postprocess.hnfnetv2(lab, None, min_et=27), lab)
+    assert np.array_equal(HN.small_et_to_ncr(lab, None, min_et=27), lab)
     empty = np.zeros_like(lab)
-    assert np.array_equal(postprocess.hnfnetv2(empty), empty)
+    assert np.array_equal(HN.small_et_to_ncr(empty), empty)
 
 
 def test_holdout_split_of_phantoms_is_a_stable_suffix():

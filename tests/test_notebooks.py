@@ -5,7 +5,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from brats_lib import runner
+from brats_lib.app import runner
 from conftest import REPO, make_notebook, real
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -63,7 +63,7 @@ def test_reproduce_reports_a_failure_and_runs_the_rest(tmp_path, monkeypatch):
 
 
 def test_index_lists_reports_from_their_manifests_with_headline_tables(tmp_path, monkeypatch):
-    from brats_lib.cli import main as cli
+    from brats_lib.app.cli import main as cli
 
     nbs, reports = tmp_path / "notebooks", tmp_path / "reports"
     nbs.mkdir()

@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from brats_lib import labels as L
-from brats_lib import models, omnet_cga as OM, params, postprocess, runner
+from brats_lib import models
+from brats_lib.papers.omnet_cga import pipeline as OM
+from brats_lib.app import profiles as params
+from brats_lib.app import runner
 from brats_lib.complexity import complexity
-from brats_lib.models.omnet import CGA, OMNet, CORE5, ET5, NCR5, NORMAL5, TUMOUR5, channel_importance
+from brats_lib.papers.omnet_cga.networks import CGA, OMNet, CORE5, ET5, NCR5, NORMAL5, TUMOUR5, channel_importance
 from brats_lib.phantoms import make_phantom
 from conftest import run_full_profile
 
@@ -284,16 +287,16 @@ def test_postprocessing_removes_small_components_and_relabels_dark_oedema():
     lab[25:27, 25:27, 25:27] = L.ED      # a small component (8 voxels) below tau
     img = np.ones((4, 30, 30, 30), np.float32)
     img[1, 2:12, 2:7] = 0.2              # half of the oedema darker in T1c
-    out = postprocess.omnet(lab, img, tau_max=50, tau_fraction=0.1, et_max_component=100)
+    out = OM.two_step(lab, img, tau_max=50, tau_fraction=0.1, et_max_component=100)
     assert (out[25:27, 25:27, 25:27] == 0).all()                      # step 1
     assert ((out == L.NCR) == ((lab == L.ED) & (img[1] < 0.5))).all()   # step 2: the darker group
     assert ((out == L.ET) == (lab == L.ET)).all()
     assert ((out > 0) == (lab > 0)).sum() == lab.size - 8                # WT changed only by step 1
-    assert postprocess.omnet_threshold(np.array([100, 30000])) == 2000
+    assert OM.tumour_threshold(np.array([100, 30000])) == 2000
     # no K-means when ET is large enough
     lab2 = lab.copy()
     lab2[2:12, 2:12, 2:6] = L.ET
-    assert not (postprocess.omnet(lab2, img, tau_max=50, et_max_component=100) == L.NCR).any()
+    assert not (OM.two_step(lab2, img, tau_max=50, et_max_component=100) == L.NCR).any()
 
 
 # ------------------------------------------------------------------ the notebook

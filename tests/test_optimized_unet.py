@@ -7,15 +7,17 @@ import pytest
 import torch
 
 from brats_lib import labels as L
-from brats_lib import models, params, postprocess, runner
-from brats_lib import optimized_unet as OU
-from brats_lib.augment import NnUNetAugmentation
-from brats_lib.cli import main as cli
+from brats_lib import models
+from brats_lib.app import profiles as params
+from brats_lib.app import runner
+from brats_lib.papers.optimized_unet import pipeline as OU
+from brats_lib.augmentation import NnUNetAugmentation
+from brats_lib.app.cli import main as cli
 from brats_lib.complexity import complexity
 from brats_lib.data import discover_cases, load_case, read_label_file
 from brats_lib.inference import load_predictor, predict_case
 from brats_lib.models.blocks import DropBlock3D
-from brats_lib.models.optimized_unet import variant_filters
+from brats_lib.papers.optimized_unet.networks import variant_filters
 from conftest import REAL, REAL_CASES, real, run_full_profile
 
 P_TEST = params.load("optimized_unet", "test")
@@ -140,13 +142,13 @@ def _et_case():
 
 def test_postprocess_small_components_and_total():
     lab, prob = _et_case()
-    out = postprocess.optimized_unet(lab, prob)
+    out = OU.remove_small_et(lab, prob)
     assert (out[15:17, 15:17, 15:17] == L.NCR).all() and (out[4:9, 4:9, 4:9] == L.ET).all()
     prob[2][15:17, 15:17, 15:17] = 0.95          # confident small component survives
-    assert (postprocess.optimized_unet(lab, prob)[15:17, 15:17, 15:17] == L.ET).all()
-    out = postprocess.optimized_unet(lab, prob, min_total=200)  # 133 ET voxels, mean < 0.9: all to NCR
+    assert (OU.remove_small_et(lab, prob)[15:17, 15:17, 15:17] == L.ET).all()
+    out = OU.remove_small_et(lab, prob, min_total=200)  # 133 ET voxels, mean < 0.9: all to NCR
     assert not (out == L.ET).any() and (out[lab == L.ET] == L.NCR).all()
-    assert postprocess.et_summary(lab, prob)[0] == 133
+    assert OU.et_summary(lab, prob)[0] == 133
 
 
 def test_min_total_search_matches_applying_the_rule():
@@ -155,7 +157,7 @@ def test_min_total_search_matches_applying_the_rule():
     ref[ref == L.ET] = L.NCR  # no ET in the reference: removing it is right
     table = OU.min_total_search([lab], [prob], [ref], [0, 100, 200])
     for k in (0, 100, 200):
-        direct = postprocess.optimized_unet(lab, prob, min_total=k)
+        direct = OU.remove_small_et(lab, prob, min_total=k)
         assert table.loc[k, "ET Dice"] == pytest.approx(OU.region_dice(direct, ref)["ET"])
     assert table.loc[200, "ET Dice"] == 1.0 and table.loc[0, "ET Dice"] == 0.0
 

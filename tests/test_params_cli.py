@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from brats_lib import cli, params
-from brats_lib.params import ParamsError
+from brats_lib.app import cli
+from brats_lib.app import profiles as params
+from brats_lib.app.profiles import ParamsError
 from conftest import REPO
 
 NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))

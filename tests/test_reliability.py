@@ -28,11 +28,11 @@ import torch
 
 from brats_lib import labels as L
 from brats_lib import metrics as M
-from brats_lib import params as P
-from brats_lib import runner
-from brats_lib.cli import main as cli
+from brats_lib.app import profiles as P
+from brats_lib.app import runner
+from brats_lib.app.cli import main as cli
 from brats_lib.io import write_nifti
-from brats_lib.report import save_table
+from brats_lib.tables import save_table
 from brats_lib.sampling import splits_path
 from brats_lib.training import load_checkpoint, save_checkpoint
 from conftest import REAL, REAL_CASES, make_notebook, real
@@ -108,7 +108,7 @@ REPRODUCE = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[4])
     from pathlib import Path
-    from brats_lib import runner
+    from brats_lib.app import runner
     runner.NOTEBOOK_DIR = Path(sys.argv[1])
     runner.reproduce("test", reports_dir=sys.argv[2], jobs=int(sys.argv[3]))
 """)

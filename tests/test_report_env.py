@@ -8,39 +8,40 @@ import pandas as pd
 import pytest
 import yaml
 
-from brats_lib import report as R
+from brats_lib import figures as FG, manifest as MF, paths, statistics as ST, tables as T
+from brats_lib.app import session
 from conftest import REPO
 
 
 def test_mean_ci():
-    m, lo, hi = R.mean_ci([1.0, 2.0, 3.0, np.nan])
+    m, lo, hi = ST.mean_ci([1.0, 2.0, 3.0, np.nan])
     assert m == 2.0 and 1.0 <= lo < 2.0 < hi <= 3.0
-    assert R.mean_ci([1.0, 2.0, 3.0]) == (m, lo, hi)  # seeded
+    assert ST.mean_ci([1.0, 2.0, 3.0]) == (m, lo, hi)  # seeded
     # skewed, non-negative values (HD95 with one empty-prediction penalty): a t-interval goes
     # below 0, the bootstrap interval stays inside the observed range
     hd = [2.0, 3.0, 2.5, 4.0, 3.5, 2.0, 3.0, 373.13]
-    _, lo, hi = R.mean_ci(hd)
+    _, lo, hi = ST.mean_ci(hd)
     assert lo >= 2.0 and hi <= 373.13 and lo < np.mean(hd) < hi
     rng = np.random.default_rng(1)
-    wide, narrow = R.mean_ci(rng.normal(0, 1, 20)), R.mean_ci(rng.normal(0, 1, 2000))
+    wide, narrow = ST.mean_ci(rng.normal(0, 1, 20)), ST.mean_ci(rng.normal(0, 1, 2000))
     assert narrow[2] - narrow[1] < (wide[2] - wide[1]) / 5
-    assert R.mean_ci([0.5]) == (0.5, 0.5, 0.5)
-    assert R.format_ci([0.5, 0.5]) == "0.500 [0.500, 0.500]"
+    assert ST.mean_ci([0.5]) == (0.5, 0.5, 0.5)
+    assert ST.format_ci([0.5, 0.5]) == "0.500 [0.500, 0.500]"
 
 
 def test_paired_test():
     a = np.linspace(0.5, 0.9, 12)
-    assert R.paired_test(a, a) == 1.0
-    assert R.paired_test(a, a - 0.05) < 0.01
+    assert ST.paired_test(a, a) == 1.0
+    assert ST.paired_test(a, a - 0.05) < 0.01
 
 
 def test_paper_vs_ours_and_save_table(tmp_path):
     ours = pd.DataFrame({"ET": [0.7, 0.8], "WT": [0.9, 0.91]}, index=["U-Net", "Ours"])
     paper = pd.DataFrame({"ET": [0.8577]}, index=["U-Net"])
-    t = R.paper_vs_ours(ours, paper)
+    t = T.paper_vs_ours(ours, paper)
     assert list(t.columns) == ["ET (paper)", "ET (ours)", "WT (ours)"]
     assert np.isnan(t.loc["Ours", "ET (paper)"]) and t.loc["U-Net", "ET (paper)"] == 0.8577
-    R.save_table(t, tmp_path, "t1")
+    T.save_table(t, tmp_path, "t1")
     assert (tmp_path / "tables" / "t1.csv").read_text().startswith(",ET (paper),ET (ours),WT (ours)")
     assert "| U-Net" in (tmp_path / "tables" / "t1.md").read_text()
 
@@ -50,15 +51,15 @@ def test_figures_and_manifest(tmp_path):
 
     matplotlib.use("Agg")
     log = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_dice_mean": [np.nan, 0.4]})
-    R.save_figure(R.plot_training_curves(log), tmp_path, "curves")
+    FG.save_figure(FG.plot_training_curves(log), tmp_path, "curves")
     lab = np.zeros((10, 10, 5), np.uint8)
     lab[2:5, 2:5, 3] = 3
-    assert R.tumour_slice(lab) == 3
-    rgba = R.label_rgba(lab[..., 3])
+    assert FG.tumour_slice(lab) == 3
+    rgba = FG.label_rgba(lab[..., 3])
     assert rgba[3, 3, 3] > 0 and rgba[0, 0, 3] == 0
-    R.save_figure(R.plot_case(np.random.rand(4, 10, 10, 5), lab), tmp_path, "case")
+    FG.save_figure(FG.plot_case(np.random.rand(4, 10, 10, 5), lab), tmp_path, "case")
     assert (tmp_path / "figures" / "curves.png").stat().st_size > 1000
-    m = R.write_manifest(tmp_path, notebook="x", profile="test", data_source="phantoms", seed=1, wall_time_s=2.0)
+    m = MF.write_manifest(tmp_path, notebook="x", profile="test", data_source="phantoms", seed=1, wall_time_s=2.0)
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk["seed"] == 1 and on_disk["versions"]["numpy"] and re.match(r"[0-9a-f]{40}|unknown", m["git_commit"])
 
@@ -84,7 +85,7 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
 
 
 def test_stopwatch_books_laps_and_parts():
-    from brats_lib.report import Stopwatch
+    from brats_lib.app.session import Stopwatch
 
     clock = Stopwatch(start=100.0)
     import time as _time

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from brats_lib import runner
+from brats_lib.app import runner
 from conftest import REPO, make_notebook
 
 
@@ -61,7 +61,7 @@ KILLABLE = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[3])
     from pathlib import Path
-    from brats_lib import runner
+    from brats_lib.app import runner
     runner.NOTEBOOK_DIR = Path(sys.argv[1])
     runner.run_notebook("a", "test", out_dir=Path(sys.argv[2]) / "a", progress=False)
 """)

@@ -18,7 +18,7 @@
   detached in the discriminators').
 * Sec. 3.2 - cross-modality feature fusion (CMFF): S_A <- G_B^A and S_B <- G_A^B (all but
   the last layer, :func:`transfer`), the fusion branch random; Eq. 7 = Dice of S_F + S_A +
-  S_B (Eq. 8, :class:`SegmentationStep`). Network: :mod:`brats_lib.models.cross_modality`.
+  S_B (Eq. 8, :class:`SegmentationStep`). Network: :mod:`brats_lib.papers.cross_modality.networks`.
 * Sec. 4.2 ablations (:data:`TABLE_ROWS`): S_A, S_B, S_A + S_B (their probabilities
   averaged), Ours w/o MG, Ours w CA, and the pre-training alternatives Ours_random (none),
   Ours_self (:class:`ReconstructionStep`: each branch reconstructs its own pair), Ours_voc
@@ -43,15 +43,16 @@ from monai.inferers import sliding_window_inference
 from scipy import ndimage
 from torch.func import functional_call
 
-from . import models
-from .claims import Claim, lower_is_better
-from .data import MODALITIES, LoadedCase
-from .inference import predict_case, prepare_image
-from .losses import label_dice_loss
-from .models.cross_modality import CrossModalityUNet
-from .sampling import EpochSeeded, PatchDataset
-from .precision import autocast
-from .training import TrainConfig, fit
+from brats_lib import models
+from brats_lib.claims import Claim, lower_is_better
+from brats_lib.data import MODALITIES, LoadedCase
+from brats_lib.inference import predict_case, prepare_image
+from brats_lib.losses import label_dice_loss
+from .networks import CrossModalityUNet
+from brats_lib.sampling import EpochSeeded, PatchDataset
+from brats_lib.precision import autocast
+from brats_lib.training import TrainConfig, fit
+from brats_lib.pipeline import Pipeline, Trained, register
 
 #: Sec. 3.3 and Sec. 4.3: (pair A, pair B)
 PAIRINGS = {"paper": (("t1", "t1ce"), ("t2", "flair")), "alternative": (("t1", "flair"), ("t2", "t1ce"))}
@@ -441,7 +442,7 @@ def initialise(net: nn.Module, row: Row, pre: Pretrained) -> nn.Module:
 
 
 @dataclass
-class Trained:
+class RowResult:
     net: nn.Module
     history: pd.DataFrame
     log: pd.DataFrame
@@ -449,7 +450,7 @@ class Trained:
 
 
 def train_row(row: Row, pre: Pretrained, cases: Sequence[tuple[np.ndarray, np.ndarray]], p, out_dir: str | Path,
-              seed: int, device=None) -> Trained:
+              seed: int, device=None) -> RowResult:
     """CMFF phase of one row: build, initialise from ``pre``, train with Eq. 7."""
     t0 = time.time()
     torch.manual_seed(seed)
@@ -457,7 +458,7 @@ def train_row(row: Row, pre: Pretrained, cases: Sequence[tuple[np.ndarray, np.nd
     step = SegmentationStep(["S_F", "S_A", "S_B"] if row.model == "fusion" else [row.label])
     res = fit(net, dice_loss(), tumour_patches(cases, p, seed), train_config(p, p.cmff_epochs, p.cmff_lr),
               out_dir, device=device, step_fn=step)
-    return Trained(net.cpu().eval(), step.frame(), res.log, time.time() - t0)
+    return RowResult(net.cpu().eval(), step.frame(), res.log, time.time() - t0)
 
 
 # ------------------------------------------------------------------ inference
@@ -517,3 +518,42 @@ def branch_predictions(net: nn.Module, lc: LoadedCase, p, device=None) -> dict[s
     f, a, b = prob[:4], prob[4:8], prob[8:]
     return {"S_F": f.argmax(0), "S_A": a.argmax(0), "S_B": b.argmax(0), "M_A": 1 - a[0], "M_B": 1 - b[0],
             "image": x, "label": lc.label[box.slices]}
+
+
+# ------------------------------------------------------------------ the common interface
+@register
+class CrossModalityPipeline(Pipeline):
+    """:class:`~brats_lib.pipeline.Pipeline` of cross-modality feature learning: CMFT (or the
+    row's other pre-training) then CMFF on the fold's training cases; sliding window,
+    softmax, argmax (the paper has no post-processing, so ``final`` changes nothing).
+    S_A + S_B averages the two branch rows' networks (:meth:`sources`)."""
+
+    notebook = "cross_modality"
+    rows = ROWS
+
+    def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
+        r = ROWS[row]
+        cases = [c if isinstance(c, tuple) else training_case(c) for c in train]
+        out_dir = Path(out_dir)
+        pre = pretrain(r.init, cases, p, out_dir / "pretrain", seed=p.seed + 1000 * fold, pairing=r.pairing,
+                       device=device)
+        res = train_row(r, pre, cases, p, out_dir / "cmff", seed=p.seed + 1000 * fold + 1, device=device)
+        return Trained(row, fold, [res.net], [res.log], pre.seconds + res.seconds,
+                       {"pretrained": pre, "history": res.history})
+
+    def sources(self, row):
+        return ROWS[row].trained_as or (row,)
+
+    def combine(self, row, parts):
+        return Trained(row, parts[0].fold, [t.networks[0] for t in parts], [log for t in parts for log in t.logs],
+                       sum(t.train_seconds for t in parts))
+
+    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+        nets = trained.networks[0] if len(trained.networks) == 1 else trained.networks
+        return probabilities(nets, case, p, device)
+
+    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+        return np.argmax(probs, axis=0).astype(np.uint8)
+
+    def network_inputs(self, trained, p):
+        return [((4, *p.patch_size), int(np.prod(p.patch_size)))] * len(trained.networks)

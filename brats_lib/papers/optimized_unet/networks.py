@@ -33,8 +33,8 @@ from typing import Sequence
 
 import torch.nn as nn
 
-from . import register
-from .unet3d import UNet3D
+from brats_lib.models import register
+from brats_lib.models.unet3d import UNet3D
 
 #: nnU-Net's default filters for a 128^3 BraTS patch (depth 6)
 PAPER_BASE_FILTERS = (32, 64, 128, 256, 320, 320)

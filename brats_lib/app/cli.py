@@ -21,7 +21,7 @@ import numpy as np
 
 
 def _cmd_phantoms(a) -> int:
-    from .phantoms import write_phantom_dataset
+    from brats_lib.phantoms import write_phantom_dataset
 
     ids = write_phantom_dataset(a.out, a.cases, a.seed, tuple(a.shape), progress=True)
     print(f"wrote {len(ids)} cases to {a.out} (BraTS 2021 layout)")
@@ -39,8 +39,8 @@ def evaluate_paths(pred: str | Path, ref: str | Path, labels: str | None = None,
     """
     from tqdm.auto import tqdm
 
-    from . import data as D
-    from .metrics import to_frame
+    from brats_lib import data as D
+    from brats_lib.metrics import to_frame
 
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
@@ -63,7 +63,7 @@ def evaluate_paths(pred: str | Path, ref: str | Path, labels: str | None = None,
                 raise ValueError(f"prediction {pred} is one file but reference {ref} holds {len(cases)} cases")
             pairs = [(cases[0].case_id, pred, cases[0].label, labels or "brats2021", cases[0].convention)]
         else:
-            preds = {D._strip_nii(f.name): f for f in pred.iterdir() if f.is_file() and D._NII.search(f.name)}
+            preds = D.nifti_files(pred)
             pairs = [(c.case_id, preds.get(c.case_id), c.label, labels or "brats2021", c.convention) for c in cases]
             missing = [cid for cid, p, *_ in pairs if p is None]
             if missing:
@@ -89,8 +89,8 @@ def evaluate_paths(pred: str | Path, ref: str | Path, labels: str | None = None,
 def _score_pair(pair) -> tuple[str, dict]:
     """Read one prediction / reference pair and score it (a top-level function, so
     ``--jobs`` worker processes can run it)."""
-    from . import data as D
-    from .metrics import _nonzero_box, evaluate_labels
+    from brats_lib import data as D
+    from brats_lib.metrics import nonzero_box, evaluate_labels
 
     cid, p, r, pconv, rconv = pair
     ref, rimg = D.read_label_values(r, cid)
@@ -99,15 +99,15 @@ def _score_pair(pair) -> tuple[str, dict]:
         raise D.CaseError(cid, p, f"prediction shape {pred.shape} differs from reference {ref.shape} ({r})")
     # 0 is background in every convention, so all tumour (and every value that could be
     # invalid) lies in the box of non-zero voxels: convert and score that box only
-    box = _nonzero_box((pred != 0) | (ref != 0)) or tuple(slice(0, 1) for _ in ref.shape)
+    box = nonzero_box((pred != 0) | (ref != 0)) or tuple(slice(0, 1) for _ in ref.shape)
     pred_lab = D.canonical_labels(pred[box], pconv, cid, p)
     ref_lab = D.canonical_labels(ref[box], rconv, cid, r)
     return cid, evaluate_labels(pred_lab, ref_lab, rimg.header.get_zooms()[:3], size=ref.size)
 
 
 def _cmd_evaluate(a) -> int:
-    from .io import atomic_path
-    from .metrics import with_summary
+    from brats_lib.io import atomic_path
+    from brats_lib.metrics import with_summary
 
     table = with_summary(evaluate_paths(a.pred, a.ref, a.labels, progress=not a.json, jobs=a.jobs))
     if a.out:
@@ -124,8 +124,9 @@ def _cmd_evaluate(a) -> int:
 
 
 def _cmd_complexity(a) -> int:
-    from . import models
-    from .complexity import complexity
+    import brats_lib.papers  # noqa: F401  (registers the papers' networks)
+    from brats_lib import models
+    from brats_lib.complexity import complexity
 
     if a.list or not a.name:
         for name, desc in models.describe().items():
@@ -144,8 +145,9 @@ def _cmd_complexity(a) -> int:
 def _cmd_predict(a) -> int:
     import time
 
-    from . import data as D
-    from .inference import load_predictor, predict_with, write_prediction
+    import brats_lib.papers  # noqa: F401  (registers the papers' networks and post-processing)
+    from brats_lib import data as D
+    from brats_lib.inference import load_predictor, predict_with, write_prediction
 
     if not str(a.out).endswith((".nii.gz", ".nii")):
         raise ValueError(f"--out {a.out} must name a .nii.gz file")
@@ -153,8 +155,7 @@ def _cmd_predict(a) -> int:
     folder = Path(a.case)
     if not folder.is_dir():
         raise FileNotFoundError(f"case folder {folder} does not exist")
-    layout = "brats2023" if any(folder.glob("*-t2f.nii*")) else "brats2021"
-    case = D._case_from_folder(folder, layout, a.labels or layout)
+    case = D.case_from_folder(folder, a.labels)
     lc = D.load_case(case, with_label=False)
     t = time.perf_counter()
     labels, _ = predict_with(nets, settings, lc.image, tta=a.tta)
@@ -167,7 +168,7 @@ def _cmd_predict(a) -> int:
 
 
 def _cmd_run(a) -> int:
-    from .runner import run_notebook
+    from brats_lib.app.runner import run_notebook
 
     r = run_notebook(a.notebook, a.profile, a.data, a.out, progress=not a.quiet)
     print(f"{r.notebook}: {'ok' if r.ok else 'FAILED: ' + str(r.error)} in {r.wall_time_s:.0f} s -> {r.output}")
@@ -175,7 +176,7 @@ def _cmd_run(a) -> int:
 
 
 def _cmd_reproduce(a) -> int:
-    from .runner import reproduce
+    from brats_lib.app.runner import reproduce
 
     if a.jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
@@ -190,7 +191,7 @@ def _cmd_reproduce(a) -> int:
 
 
 def _cmd_index(a) -> int:
-    from .runner import REPORTS_DIR, write_index
+    from brats_lib.app.runner import REPORTS_DIR, write_index
 
     print(write_index([], REPORTS_DIR))
     return 0
@@ -259,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import CaseError
-    from .params import ParamsError
+    from brats_lib.data import CaseError
+    from brats_lib.params import ParamsError
 
     args = build_parser().parse_args(argv)
     try:

@@ -45,8 +45,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register
-from .unet3d import UNet3D
+from brats_lib.models import register
+from brats_lib.models.unet3d import UNet3D
 
 
 def conv_norm(cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> nn.Sequential:

@@ -9,7 +9,7 @@ Tumor Segmentation" (IEEE TIP 2020): the experiment pipeline, read beside Sectio
   net 2 relabels the mask dilated by 5 voxels, net 3 decides ET inside the core.
   Overlap-tile inference (:func:`overlap_tile`): 32 x 32 x 16 patches every 20 x 20 x 5
   voxels, only the central 20 x 20 x 5 predictions kept.
-* Section III-B, OM-Net - the three tasks in one network (:mod:`brats_lib.models.omnet`),
+* Section III-B, OM-Net - the three tasks in one network (:mod:`brats_lib.papers.omnet_cga.networks`),
   each task's data concatenated along the batch and its features split back
   (:class:`MultiTaskStep`); curriculum (task 1, then 1 + 2, then 1 + 2 + 3, a stage ending after ``stage_epochs`` or earlier when
   its newest task's loss flattens, :func:`flattened`);
@@ -19,7 +19,7 @@ Tumor Segmentation" (IEEE TIP 2020): the experiment pipeline, read beside Sectio
 * Section III-C, CGA - cross-task forward flow of Data-2 through task 1 and of Data-3
   through tasks 1-2 while training (guidance without gradient), CSCI and CompSeg in the
   network module; :func:`channel_importance_maps` recomputes m_t, m_n on a whole slice (Fig. 6).
-* Section III-D, post-processing - :func:`brats_lib.postprocess.omnet`.
+* Section III-D, post-processing - :func:`~.postprocess.two_step`.
 * Section IV-C - softmax cross-entropy, SGD momentum 0.99, lr 1e-3 halved every 4 epochs,
   weight decay 5e-4, batch 20 per task; MC networks 20 epochs, OM-Net 1 + 1 + 18.
 """
@@ -37,16 +37,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy import ndimage
 
-from . import labels as L
-from . import models, postprocess
-from . import preprocess as P
-from .claims import Claim
-from .data import LoadedCase
-from .inference import prepare_image
-from .models.omnet import CORE5, ED5, ET5, NCR5, NORMAL5, TUMOUR5
-from .sampling import EpochSeeded, random_patch
-from .precision import autocast
-from .training import FitResult, TrainConfig, fit, load_weights
+from brats_lib import labels as L
+from brats_lib import models
+from brats_lib import preprocess as P
+from brats_lib.claims import Claim
+from brats_lib.data import LoadedCase
+from brats_lib.inference import prepare_image
+from .networks import CORE5, ED5, ET5, NCR5, NORMAL5, TUMOUR5
+from brats_lib.sampling import EpochSeeded, random_patch
+from brats_lib.precision import autocast
+from brats_lib.training import FitResult, TrainConfig, fit, load_weights
+from .postprocess import tumour_threshold, two_step
+from brats_lib.pipeline import Pipeline, Prediction, Trained, register
 
 #: Section III-A geometry
 PAPER_PATCH = (32, 32, 16)
@@ -349,7 +351,7 @@ def build(network: str, p, **kwargs) -> nn.Module:
 
 
 @dataclass
-class Trained:
+class RowResult:
     """The trained networks of one row on one fold, their logs and per-step task losses."""
     nets: list[nn.Module]
     logs: list[pd.DataFrame]
@@ -368,11 +370,11 @@ def task_patches(cases: Sequence[TaskCase], p, seed: int, task: int | None = Non
 
 def caffe_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """``param_groups`` for :func:`~brats_lib.training.fit`: the prototxts' bias learning
-    rate x2 and no weight decay on biases (:meth:`~brats_lib.models.omnet.OMNet.optimizer_groups`)."""
+    rate x2 and no weight decay on biases (:meth:`~brats_lib.papers.omnet_cga.networks.OMNet.optimizer_groups`)."""
     return model.optimizer_groups(cfg.lr, cfg.weight_decay)
 
 
-def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed: int, device=None) -> Trained:
+def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed: int, device=None) -> RowResult:
     """Train the networks of a Table I row: three cascade networks (one task each, the
     paper's MC) or one OM-Net, with or without the curriculum (``p.stage_epochs``)."""
     out_dir, t0 = Path(out_dir), time.time()
@@ -414,7 +416,7 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
                 hist += step.history
         nets.append(net.eval())
         logs.append(res.log)
-    return Trained(nets, logs, pd.DataFrame(hist), time.time() - t0)
+    return RowResult(nets, logs, pd.DataFrame(hist), time.time() - t0)
 
 
 def flattened(epoch_losses: Sequence[float], plateau: float) -> bool:
@@ -570,7 +572,7 @@ def predict(row: Row, nets: Sequence[nn.Module], lc: LoadedCase, p, device=None)
     five = predict_cascade(nets[: row.stages], x, p, device) if row.kind == "mc" else predict_one_pass(list(nets), x, p, device)
     labels = _uncrop(five, box)
     if row.post:
-        labels = postprocess.omnet(labels, lc.image, p.tau_max, p.tau_fraction, p.et_max_component)
+        labels = two_step(labels, lc.image, p.tau_max, p.tau_fraction, p.et_max_component)
     return labels
 
 
@@ -592,7 +594,7 @@ def labels_from_probabilities(row: Row, probs: np.ndarray, lc: LoadedCase, p) ->
     post-processing of the p rows."""
     labels = to_canonical(fuse(probs[:5], probs[5:10], probs[10:12])).astype(np.uint8)
     if row.post:
-        labels = postprocess.omnet(labels, lc.image, p.tau_max, p.tau_fraction, p.et_max_component)
+        labels = two_step(labels, lc.image, p.tau_max, p.tau_fraction, p.et_max_component)
     return labels
 
 
@@ -632,3 +634,49 @@ def stage_boundaries(history: pd.DataFrame) -> list[int]:
     """Step indices where a curriculum stage begins (after the first)."""
     st = history["stage"].to_numpy()
     return [int(i) for i in np.flatnonzero(np.diff(st)) + 1]
+
+
+# ------------------------------------------------------------------ the common interface
+@register
+class OMNetPipeline(Pipeline):
+    """:class:`~brats_lib.pipeline.Pipeline` of OM-Net + CGA: every Table I row. The cascade
+    rows MC1 / MC2 are MC3's first networks, the p rows their row's networks with the
+    post-processing (:meth:`sources`); a row's rule is its own (``final`` changes nothing:
+    the post-processed rows are rows of their own). One-pass rows give probabilities (the
+    three tasks' softmax, stacked) and take whole-volume flips; the cascade predicts labels."""
+
+    notebook = "omnet_cga"
+    rows = ROWS
+
+    def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
+        cases = [c if isinstance(c, TaskCase) else task_case(c) for c in train]
+        res = train_row(ROWS[row], cases, p, out_dir, seed=p.seed + 1000 * fold, device=device)
+        return Trained(row, fold, res.nets, res.logs, res.seconds, {"history": res.history})
+
+    def sources(self, row):
+        return (ROWS[row].trained_as,) if ROWS[row].trained_as else (row,)
+
+    def combine(self, row, parts):
+        (src,) = parts
+        return Trained(row, src.fold, src.networks, src.logs, src.train_seconds, src.state)
+
+    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+        if ROWS[trained.row].kind == "mc":
+            raise ValueError(f"{trained.row} is a cascade: it predicts labels, not one set of probabilities")
+        return probabilities(trained.networks, case, p, device)
+
+    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+        return labels_from_probabilities(ROWS[trained.row], probs, case, p)
+
+    def predict(self, trained, case, p, tta=1, final=False, device=None) -> Prediction:
+        row = ROWS[trained.row]
+        if row.kind != "mc":
+            return super().predict(trained, case, p, tta, final, device)
+        if tta not in (0, 1, None):
+            raise ValueError(f"{row.label}: the cascade takes no test-time flips (asked for {tta})")
+        return Prediction(predict(row, trained.networks, case, p, device))
+
+    def network_inputs(self, trained, p):
+        row = ROWS[trained.row]
+        nets = trained.networks[: row.stages] if row.kind == "mc" else trained.networks
+        return [((4, *p.patch_size), int(np.prod(p.tile_centre)))] * len(nets)

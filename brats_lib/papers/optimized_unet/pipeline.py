@@ -2,9 +2,9 @@
 the experiment pipeline of the paper, read top to bottom beside its Sections 2-3.
 
 * Section 2.2 - input: each modality z-scored over its own non-zero voxels (background
-  stays 0; :data:`NORMALISATION`) plus an optional one-hot foreground channel; augmentation :class:`~brats_lib.augment.NnUNetAugmentation`
+  stays 0; :data:`NORMALISATION`) plus an optional one-hot foreground channel; augmentation :class:`~brats_lib.augmentation.NnUNetAugmentation`
   after a foreground-biased crop (p 0.4).
-* Section 2.3 - networks: :mod:`brats_lib.models.optimized_unet` (U-Net rows),
+* Section 2.3 - networks: :mod:`brats_lib.papers.optimized_unet.networks` (U-Net rows),
   ``unetr``, ``segresnet_vae``.
 * Section 2.4 - loss per region (WT, TC, ET), summed over the regions: batched sigmoid
   Dice + BCE (Focal, gamma 2, for the Focal row; :class:`~brats_lib.losses.RegionDicePlus`),
@@ -13,7 +13,7 @@ the experiment pipeline of the paper, read top to bottom beside its Sections 2-3
   the whole volume (``tta_mode="image"``), regions -> labels by the paper's nested rule
   (WT < 0.45 background, else TC < 0.4 ED, else ET < 0.45 NCR, else ET;
   ``label_rule="nested"``, :func:`brats_lib.labels.regions_to_labels`), the ET post-processing
-  rule :func:`brats_lib.postprocess.optimized_unet`; thresholds and the voxel count
+  rule :func:`~.postprocess.remove_small_et`; thresholds and the voxel count
   chosen by grid search on the cross-validation predictions.
 * Section 3.2 - Adam, weight decay 1e-4, linear warm-up then cosine annealing, k-fold
   cross-validation, the two best checkpoints per fold ensembled by averaging probabilities.
@@ -29,15 +29,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import labels as L
-from . import losses, models, postprocess
-from .augment import DeviceBatch, DeviceNnUNetAugmentation, NnUNetAugmentation
-from .claims import Claim
-from .data import LoadedCase
-from .inference import predict_case, prepare_image, probabilities_to_labels, validation_fn
-from .metrics import dice
-from .sampling import PatchDataset
-from .training import FitResult, TrainConfig, fit, load_weights
+from brats_lib import labels as L
+from brats_lib import losses, models
+from brats_lib.augmentation import DeviceBatch, DeviceNnUNetAugmentation, NnUNetAugmentation
+from brats_lib.claims import Claim
+from brats_lib.data import LoadedCase
+from brats_lib.inference import predict_case, prepare_image, probabilities_to_labels, validation_fn
+from brats_lib.metrics import dice
+from brats_lib.sampling import PatchDataset
+from brats_lib.training import FitResult, TrainConfig, fit, load_weights
+from .postprocess import et_summary, remove_small_et
+from brats_lib.pipeline import Pipeline, Trained, register
 
 #: Section 2.5: WT, TC, ET probability thresholds of the submission
 PAPER_THRESHOLDS = (0.45, 0.40, 0.45)
@@ -318,8 +320,8 @@ def min_total_search(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray], 
     rows = []
     per_case = []
     for lab, pr, ref in zip(labels, probs, refs):
-        step1 = postprocess.optimized_unet(lab, pr, min_component, 0, max_mean_prob)
-        n, mean_p = postprocess.et_summary(step1, pr)
+        step1 = remove_small_et(lab, pr, min_component, 0, max_mean_prob)
+        n, mean_p = et_summary(step1, pr)
         ref_et = L.region_mask(ref, "ET")
         keep = dice(step1 == L.ET, ref_et)
         drop = dice(np.zeros_like(ref_et), ref_et)
@@ -334,9 +336,37 @@ def export_predictor(path: str | Path, nets: Sequence[torch.nn.Module], run: Run
                      thresholds: Sequence[float] = PAPER_THRESHOLDS, postprocess_kwargs: dict | None = None) -> Path:
     """Write ``nets`` (a fold's ensemble) with the paper's inference settings as a predictor
     file for ``python -m brats_lib predict``."""
-    from .inference import save_predictor
+    from brats_lib.inference import save_predictor
 
     return save_predictor(path, nets, run.model, model_kwargs(run, p), p.patch_size, "sigmoid", thresholds,
                           p.overlap, p.tta, NORMALISATION, p.onehot_mode if run.onehot else None, "optimized_unet",
                           dict(PAPER_POSTPROCESS if postprocess_kwargs is None else postprocess_kwargs),
                           label_rule=p.label_rule, tta_mode=p.tta_mode, amp=p.amp)
+
+
+# ------------------------------------------------------------------ the common interface
+@register
+class OptimizedUNetPipeline(Pipeline):
+    """:class:`~brats_lib.pipeline.Pipeline` of the Optimized U-Net: a row's networks are its
+    best checkpoints (``keep_best``) of the learning rate with the best validation Dice;
+    the tables' rule is thresholds 0.5, the submitted (``final``) one the paper's thresholds
+    and the ET post-processing (Section 2.5)."""
+
+    notebook = "optimized_unet"
+    rows = RUNS
+
+    def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
+        res, lr = train_fold(row, fold, train, val, p, out_dir, device)
+        nets = [m.to(device or "cpu").eval() for m in load_ensemble(res, RUNS[row], p)]
+        return Trained(row, fold, nets, [res.log], res.train_seconds + res.val_seconds, {"fit": res, "lr": lr})
+
+    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+        return predict(trained.networks, case, RUNS[trained.row], p, tta=1, device=device)[1]
+
+    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+        if final:
+            return remove_small_et(to_labels(probs, PAPER_THRESHOLDS, p), probs, **PAPER_POSTPROCESS)
+        return to_labels(probs, (0.5, 0.5, 0.5), p)
+
+    def network_inputs(self, trained, p):
+        return [((RUNS[trained.row].in_channels, *p.patch_size), int(np.prod(p.patch_size)))] * len(trained.networks)

@@ -40,8 +40,8 @@ import torch
 import torch.nn as nn
 from monai.networks.nets import BasicUNet
 
-from . import register
-from .blocks import CBAM
+from brats_lib.models import register
+from brats_lib.models.blocks import CBAM
 
 #: Sec. 4.1: 16 base filters, doubled after each down-sampling ([INF] five levels)
 PAPER_FEATURES = (16, 32, 64, 128, 256)

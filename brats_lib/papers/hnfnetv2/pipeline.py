@@ -1,19 +1,19 @@
 """Jia et al., "HNF-Netv2 for Brain Tumor Segmentation using multi-modal MR Imaging"
 (BraTS 2021): the experiment pipeline of the paper, read top to bottom beside Section 4.
 
-* Section 3 - networks: :mod:`brats_lib.models.hnfnet` (``hnf_unet3d``, ``hnfnet``,
+* Section 3 - networks: :mod:`brats_lib.papers.hnfnetv2.networks` (``hnf_unet3d``, ``hnfnet``,
   ``hnfnet_intra``, ``hnfnetv2``).
 * Section 4.1, pre-processing - each sequence clipped inside the brain to its
   [0.5 %, 99.5 %] intensity window, then z-scored (background stays 0).
 * Section 4.1, training - random crops of the four concatenated sequences (128^3),
   flips / rotations within +-10 degrees / per-channel intensity shift and scale
-  (:class:`~brats_lib.augment.HNFNetAugmentation`), generalized Dice + BCE on the WT, TC,
+  (:class:`~brats_lib.papers.hnfnetv2.augmentation.HNFNetAugmentation`), generalized Dice + BCE on the WT, TC,
   ET regions, Adam (0.9, 0.999), lr 1e-3, 5 linear warm-up epochs then poly decay
   (power 0.9), L2 weight decay 1e-5, batch 4, 250 epochs.
 * Section 4.1, inference - a 176 x 224 x 155 centre crop, sliding 128^3 patches with
   stride 32 x 32 x 27, predictions of the 8 flip versions and of the overlapping
   patches averaged (uniform weights); ET replaced by NCR/NET when fewer than 200 ET
-  voxels are predicted (:func:`brats_lib.postprocess.hnfnetv2`).
+  voxels are predicted (:func:`~.postprocess.small_et_to_ncr`).
 * Section 4.2 - Table 1 (five-fold cross-validation ablation), Tables 2-3 (the
   five fold models ensembled), and the paper's numbers (:data:`PAPER_TABLE1` ...).
 """
@@ -27,13 +27,15 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from . import losses, models, postprocess
-from .augment import HNFNetAugmentation
-from .claims import Claim
-from .data import LoadedCase
-from .inference import predict_case, prepare_image, probabilities_to_labels, save_predictor, validation_fn
-from .sampling import PatchDataset
-from .training import FitResult, TrainConfig, fit, load_weights
+from brats_lib import losses, models
+from .augmentation import HNFNetAugmentation
+from brats_lib.claims import Claim
+from brats_lib.data import LoadedCase
+from brats_lib.inference import predict_case, prepare_image, probabilities_to_labels, save_predictor, validation_fn
+from brats_lib.sampling import PatchDataset
+from brats_lib.training import FitResult, TrainConfig, fit, load_weights
+from .postprocess import small_et_to_ncr
+from brats_lib.pipeline import Pipeline, Trained, register
 
 #: Section 4.1 pre-processing: intensity window inside the brain, in percent
 CLIP_PERCENTILES = (0.5, 99.5)
@@ -154,7 +156,7 @@ def predict(model, lc: LoadedCase, p, tta=None, post: bool = True, device=None):
     """(labels, probabilities (3, H, W, D)) of one raw case: centre crop, sliding window with
     the profile's stride, uniform averaging over windows and ``tta`` flips, thresholds 0.5,
     and (``post``) the ET-volume rule. ``model`` may be a list (the fold ensemble)."""
-    rule = (lambda labels, probs: postprocess.hnfnetv2(labels, probs, p.min_et)) if post else None
+    rule = (lambda labels, probs: small_et_to_ncr(labels, probs, p.min_et)) if post else None
     return predict_case(model, lc.image, tta=tta, device=device, postprocess=rule,
                         amp=p.amp, **inference_settings(p))
 
@@ -163,7 +165,7 @@ def to_labels(probs: np.ndarray, p, post: bool = True) -> np.ndarray:
     """Region probabilities (WT, TC, ET) -> labels as :func:`predict` does: thresholds 0.5,
     then (``post``) the ET-volume rule."""
     labels = probabilities_to_labels(probs, "sigmoid", inference_settings(p)["thresholds"])
-    return postprocess.hnfnetv2(labels, probs, p.min_et) if post else labels
+    return small_et_to_ncr(labels, probs, p.min_et) if post else labels
 
 
 def validation(cases: Sequence[LoadedCase], p, device=None):
@@ -220,7 +222,7 @@ def summary_table(per_case: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ looking inside the model
 def feature_map_sizes(model: nn.Module, patch: Sequence[int], in_channels: int = 4) -> pd.DataFrame:
-    """Run ``model`` (an :class:`~brats_lib.models.hnfnet.HNFNet`) on a zero (1, C, *patch)
+    """Run ``model`` (an :class:`~brats_lib.papers.hnfnetv2.networks.HNFNet`) on a zero (1, C, *patch)
     input on the meta device and list every stage's feature maps: stage, branch (scale
     r / 2^k), channels and spatial size, read from the model itself."""
     import copy
@@ -302,3 +304,29 @@ def ema_attention(model: nn.Module, image: np.ndarray, min_size: Sequence[int] =
     z = z.T.reshape(z.shape[1], *[s // 2 for s in size]).cpu().numpy()
     keep = [-(-s // 2) for s in image.shape[1:]]
     return z[:, : keep[0], : keep[1], : keep[2]]
+
+
+# ------------------------------------------------------------------ the common interface
+@register
+class HNFNetv2Pipeline(Pipeline):
+    """:class:`~brats_lib.pipeline.Pipeline` of HNF-Netv2: a row's network is its last epoch's;
+    sliding window with the profile's stride, thresholds 0.5; the submitted (``final``)
+    rule adds the ET volume rule (:func:`~.postprocess.small_et_to_ncr`)."""
+
+    notebook = "hnfnetv2"
+    rows = ROWS
+
+    def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
+        res = train_fold(ROWS[row], fold, train, val, p, out_dir, device)
+        net = load_final(res, ROWS[row], p).to(device or "cpu")
+        return Trained(row, fold, [net], [res.log], res.train_seconds + res.val_seconds, {"fit": res})
+
+    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+        net = trained.networks[0] if len(trained.networks) == 1 else trained.networks
+        return predict(net, case, p, tta=1, post=False, device=device)[1]
+
+    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+        return to_labels(probs, p, post=final)
+
+    def network_inputs(self, trained, p):
+        return [((4, *p.patch_size), int(np.prod(p.patch_size)))] * len(trained.networks)

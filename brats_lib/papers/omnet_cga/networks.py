@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register
+from brats_lib.models import register
 
 #: feature maps per level (Fig. 2)
 PAPER_FEATURES = (32, 64, 128, 256)
@@ -189,7 +189,7 @@ class OMNet(nn.Module):
     ``forward(x)`` (inference, Fig. 1b) returns the logits of the three tasks for the same
     input, ``[(B, 5, ...), (B, 5, ...), (B, 2, ...)]``; with ``head="cga"`` task 2 is guided
     by task 1 and task 3 by task 2. Training with separate data per task goes through
-    :meth:`features` and :meth:`task_logits` (see :mod:`brats_lib.omnet_cga`).
+    :meth:`features` and :meth:`task_logits` (see :mod:`brats_lib.papers.omnet_cga.pipeline`).
 
     Args:
         in_channels: MR sequences (4).

@@ -15,7 +15,7 @@ name                                 row
 
 Single-task deep supervision (Table 4) is ``mtds_attention_r2unet`` trained with the WT
 mask on every head: the network is the same, only the targets differ (see
-:mod:`brats_lib.attention_r2unet_mtds`).
+:mod:`brats_lib.papers.attention_r2unet_mtds.pipeline`).
 
 Layout (``base`` = 32 in the paper)::
 
@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from monai.networks.nets.attentionunet import AttentionBlock
 
-from . import register
+from brats_lib.models import register
 
 #: the auxiliary heads in order, with the decoder level (0 = full resolution) each sits on
 HEADS: tuple[tuple[str, int], ...] = (("ET", 0), ("NCR", 1), ("ED", 2))

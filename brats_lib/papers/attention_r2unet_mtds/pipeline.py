@@ -3,10 +3,10 @@ Segmentation" (Frontiers in Oncology 2021): the experiment pipeline, read top to
 beside Sections 2-3 of the paper. The paper's numeric tables and equations were lost in
 our copy; ``notebooks/papers.md`` rebuilds the equations from the prose.
 
-* Section 2 - networks: :mod:`brats_lib.models.attention_r2unet`.
+* Section 2 - networks: :mod:`brats_lib.papers.attention_r2unet_mtds.networks`.
 * Section 3.1.2 - every axial slice centre-cropped to 144 x 176; min-max normalisation
   per modality over the case's brain (0 outside).
-* Section 3.1.3 - flips (:class:`~brats_lib.augment.FlipAugmentation`).
+* Section 3.1.3 - flips (:class:`~brats_lib.augmentation.FlipAugmentation`).
 * Section 3.2, Eq. 9 - per output: cross-entropy + (1 - Dice), the Dice with squared
   terms in its denominator; MTDS: the main output against WT, the heads against ET,
   NCR/NET and ED (single-task DS: WT on every head), summed (Eq. 1).
@@ -30,16 +30,17 @@ import torch.nn as nn
 from monai.losses import DiceCELoss
 from scipy import ndimage
 
-from . import labels as L
-from . import models
-from . import preprocess as P
-from .augment import FlipAugmentation
-from .claims import Claim
-from .data import LoadedCase
-from .metrics import binary_metrics
-from .sampling import SliceDataset, center_crop_2d
-from .precision import autocast
-from .training import FitResult, TrainConfig, fit, load_weights
+from brats_lib import labels as L
+from brats_lib import models
+from brats_lib import preprocess as P
+from brats_lib.augmentation import FlipAugmentation
+from brats_lib.claims import Claim
+from brats_lib.data import LoadedCase
+from brats_lib.metrics import binary_metrics
+from brats_lib.sampling import SliceDataset, center_crop_2d
+from brats_lib.precision import autocast
+from brats_lib.training import FitResult, TrainConfig, fit, load_weights
+from brats_lib.pipeline import Pipeline, Trained, register
 
 #: Section 3.1.2: the centre crop of every 240 x 240 axial slice
 PAPER_CROP = (144, 176)
@@ -276,7 +277,7 @@ def summary(per_case: pd.DataFrame, rows: Sequence[tuple[str, str]], base: str, 
             digits: int = 3) -> pd.DataFrame:
     """One table: per row, the mean [95 % CI] of each metric for WT and the sub-regions, the
     parameters, and the Wilcoxon p-value of the per-case WT Dice against ``base``."""
-    from .report import format_ci, paired_test
+    from brats_lib.statistics import format_ci, paired_test
 
     ref = per_case[per_case.row == base].set_index("case")["Dice WT"]
     out = {}
@@ -293,3 +294,29 @@ def summary(per_case: pd.DataFrame, rows: Sequence[tuple[str, str]], base: str, 
             f"{paired_test(d['Dice WT'], ref.reindex(d.index)):.3g}"
         out[label] = row
     return pd.DataFrame(out).T.fillna("")
+
+
+# ------------------------------------------------------------------ the common interface
+@register
+class AttentionR2UNetPipeline(Pipeline):
+    """:class:`~brats_lib.pipeline.Pipeline` of the 2D attention R2U-Net with MTDS: slices
+    segmented and stacked in 3D (:func:`predict_case`), each head's mask at 0.5, labels
+    nested from the WT / TC-like heads (:func:`labels_from_masks`); the submitted (``final``)
+    rule adds the 3D post-processing of Section 3.4."""
+
+    notebook = "attention_r2unet_mtds"
+    rows = RUNS
+
+    def train_fold(self, row, fold, train_cases, val_cases, p, out_dir, device=None) -> Trained:
+        res = train(row, fold, train_cases, p, out_dir, device)  # no validation: the last epoch is kept
+        net = load_final(res, row, p).to(device or "cpu")
+        return Trained(row, fold, [net], [res.log], res.train_seconds + res.val_seconds, {"fit": res})
+
+    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+        return predict_case(trained.networks[0], case, p, device)
+
+    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+        return labels_from_masks(masks_from_probabilities(probs, final, p.post_fraction))
+
+    def network_inputs(self, trained, p):
+        return [((4, *p.crop), int(np.prod(p.crop)))]

@@ -11,7 +11,7 @@ replaced, whole, by the staging folder. A notebook that fails, or a run that is 
 leaves the previous report byte-identical, with the error (``error.txt``), the log and
 the partly executed notebook (``<notebook>.failed.ipynb``) in the staging folder beside
 it. A notebook opened by hand (JupyterLab, papermill) never writes into ``reports/``:
-see :func:`brats_lib.report.output_folder`.
+see :func:`brats_lib.app.session.output_folder`.
 
 The parameter file is validated before anything is executed or written. A finished
 run leaves ``run.json`` in its report: the profile and a fingerprint of everything
@@ -36,8 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import write_text
-from .paths import CACHE_DIR, NOTEBOOK_DIR, PARAMS_DIR, REAL_DIR, REPO_ROOT, REPORTS_DIR, SPLITS_DIR
+from brats_lib.io import write_text
+from brats_lib.paths import CACHE_DIR, NOTEBOOK_DIR, PARAMS_DIR, REAL_DIR, REPO_ROOT, REPORTS_DIR, SPLITS_DIR
 
 
 def notebook_names() -> list[str]:
@@ -118,7 +118,7 @@ def folder_digest(folder: str | Path | None, cache_file: Path | None = None) -> 
 
 def _profile(name: str, profile: str, data_dir: str | None, overrides: dict | None):
     """The validated parameters a run of ``name`` would use (None without a schema)."""
-    from . import params
+    from brats_lib.app import profiles as params
 
     if not (PARAMS_DIR / name).is_dir():
         return None
@@ -145,8 +145,8 @@ def environment() -> dict:
     Python, the device kind (CPU or the GPUs' names) and the precision training uses."""
     import torch
 
-    from .report import versions
-    from .precision import precision_name
+    from brats_lib.manifest import versions
+    from brats_lib.precision import precision_name
 
     cuda = torch.cuda.is_available()
     kind = ("cuda: " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
@@ -162,7 +162,7 @@ def fingerprint(notebook: str | Path, profile: str, data_dir: str | None = None,
     paper's profile of that name too), every split file those name, the data folder
     (names, sizes and contents; whether it came from ``--data`` or the profile's
     ``data_dir``), the real-case folder, library versions, Python, device and precision."""
-    from .report import resolve
+    from brats_lib.paths import resolve
 
     src = _source(notebook)
     code = [p for p in (REPO_ROOT / "brats_lib").rglob("*.py")] + [REPO_ROOT / "pyproject.toml"]
@@ -266,7 +266,7 @@ def _publish(staging: Path, out_dir: Path) -> None:
 def _validate_parameters(name: str, profile: str, data_dir: str | None) -> None:
     """Check the notebook's parameter file before anything runs (a notebook without a
     parameter folder has nothing to check)."""
-    from . import params
+    from brats_lib.app import profiles as params
 
     if (PARAMS_DIR / name).is_dir():
         params.load(name, profile, params_dir=PARAMS_DIR, data_dir=data_dir)

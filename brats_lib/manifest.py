@@ -1,0 +1,76 @@
+"""The manifest of a notebook run (``reports/<notebook>/manifest.json``): git commit,
+profile, data source, hardware, library versions, precision, seed, wall time.
+
+* :func:`manifest` / :func:`write_manifest` - build / write it (atomically).
+* :func:`hardware`, :func:`versions`, :func:`git_commit` - its parts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+from .io import write_text
+from .paths import REPO_ROOT
+
+LIBRARIES = ("torch", "monai", "numpy", "scipy", "nibabel", "pandas", "matplotlib", "papermill")
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def hardware() -> dict:
+    import torch
+
+    hw = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
+          "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    try:
+        hw["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return hw
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def manifest(notebook: str, profile: str, data_source: str, seed: int, wall_time_s: float | None = None,
+             amp: bool = True, **extra) -> dict:
+    """What a report's ``manifest.json`` holds: the run's notebook, profile, data, seed,
+    commit, hardware, library versions, the precision its networks ran in (``amp``: the
+    notebook's parameter; :mod:`brats_lib.precision`), wall time and ``extra`` keys."""
+    import torch
+
+    from .precision import precision_name
+
+    return {"notebook": notebook, "profile": profile, "data_source": data_source, "seed": seed,
+            "git_commit": git_commit(), "hardware": hardware(), "versions": versions(),
+            "precision": precision_name("cuda" if torch.cuda.is_available() else "cpu", amp),
+            "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+
+
+def write_manifest(out_dir: str | Path, **kwargs) -> dict:
+    m = manifest(**kwargs)
+    write_text(Path(out_dir) / "manifest.json", json.dumps(m, indent=2, default=str) + "\n")
+    return m
