@@ -1,6 +1,6 @@
 """One training loop for every notebook.
 
-:func:`fit` trains a model on a dataset of ``(input, target)`` items with the
+:func:`fit` (a :class:`Trainer` run whole) trains a model on a dataset of ``(input, target)`` items with the
 optimiser and learning-rate schedule named in a :class:`TrainConfig`, validates
 every ``val_every`` epochs with a caller-supplied function, and writes to
 ``out_dir``:
@@ -360,12 +360,202 @@ def _on_device(loader, device: torch.device):
         yield cur
 
 
+class Trainer:
+    """The training loop in parts, so that a caller can drive it (the OM-Net curriculum
+    ends a stage when its loss flattens) and a reader can follow it:
+
+    ==========================  =====================================================
+    part                        what it does
+    ==========================  =====================================================
+    ``Trainer(...)``            prepare: device, model, loader, optimiser, schedule,
+                                AMP scaler (see :func:`fit` for the arguments)
+    :meth:`resume`              continue from ``out_dir/last.pt`` if there is one
+    :meth:`train_epoch`         one pass over an epoch's batches -> its log row
+    :meth:`validate`            ``val_fn`` on rank 0 and keep the ``keep_best`` best
+    :meth:`save`                ``log.csv`` and ``last.pt`` (exact resume)
+    :meth:`run`                 epochs until ``cfg.epochs``, ``stop_after_epochs`` or
+                                the ``stop`` hook -> :class:`FitResult`
+    ==========================  =====================================================
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable | None, dataset: Dataset, cfg: TrainConfig,
+                 out_dir: str | Path, val_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+                 device: str | torch.device | None = None, shuffle: bool = True, step_fn: Callable | None = None,
+                 batch_transform: Callable | None = None,
+                 param_groups: Callable[[nn.Module, TrainConfig], list[dict]] | None = None):
+        self.cfg, self.out_dir, self.val_fn = cfg, Path(out_dir), val_fn
+        self.dataset, self.step_fn, self.batch_transform = dataset, step_fn, batch_transform
+        self.info = info = init_distributed()
+        if device is None:
+            device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+        self.device = device = torch.device(device)
+        self.cuda = cuda = device.type == "cuda"
+        if not cuda:
+            # subnormal floats make oneDNN's CPU kernels ~10x slower (measured: HNF-Netv2's
+            # backward pass, 15 s -> 1.6 s); flushing them to zero changes nothing visible
+            torch.set_flush_denormal(True)
+        if info.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.seed + info.rank)
+        self.model = model.to(device)
+        guard_tiny_convolutions(model, device.type, cfg.amp)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last_3d)
+        self.net: nn.Module = model
+        if info.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick its fastest kernels
+        if cuda and cfg.compile:
+            self.net = torch.compile(self.net)
+        self.sampler = EpochSampler(len(dataset), cfg.seed, shuffle, info.rank, info.world)
+        # the epoch travels with each index, so persistent workers (started once) load the right
+        # epoch's samples: a dataset copied into a worker never sees the main process's set_epoch
+        self.loader = DataLoader(_EpochAware(dataset), batch_size=cfg.batch_size, sampler=_EpochTagged(self.sampler),
+                                 num_workers=cfg.num_workers, pin_memory=cuda, drop_last=False,
+                                 persistent_workers=cfg.num_workers > 0,
+                                 # its own generator: the loader then takes nothing from the global RNG
+                                 # (which drives dropout), with or without workers, resumed or not
+                                 generator=torch.Generator().manual_seed(cfg.seed + info.rank))
+        self.steps_per_epoch = len(self.loader)
+        groups = (param_groups(model, cfg) if param_groups is not None
+                  else [p for p in model.parameters() if p.requires_grad])
+        self.opt = make_optimizer(groups, cfg, device)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, LRFactor(cfg, self.steps_per_epoch))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device.type, cfg.amp))
+        self.loss = in_float32(loss_fn, device.type) if loss_fn is not None else None
+        self.epoch, self.step, self.rows, self.best = 0, 0, [], []
+
+    @property
+    def last(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    def resume(self) -> bool:
+        """Load model, optimiser, schedule, scaler, RNG states, epoch, step, log and best
+        scores from ``last.pt``; False (nothing changed) without one."""
+        if not self.last.exists():
+            return False
+        ck = load_checkpoint(self.last, map_location=self.device)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"][min(self.info.rank, len(ck["rng"]) - 1)])
+        self.epoch, self.step, self.rows = ck["epoch"], ck["step"], list(ck["log"])
+        self.best = [tuple(b) for b in ck["best"]]
+        return True
+
+    def train_epoch(self) -> dict:
+        """One epoch of optimiser steps (epoch ``self.epoch``, 0-based) -> its log row."""
+        cfg, epoch = self.cfg, self.epoch
+        self.sampler.set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        self.net.train()
+        t0, wait, losses = time.perf_counter(), 0.0, []
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not (cfg.progress and self.info.main))
+        t_data = time.perf_counter()
+        for batch in _on_device(self.loader, self.device):
+            wait += time.perf_counter() - t_data
+            losses.append(self._optimiser_step(batch))  # no float() here: it would wait for the GPU
+            bar.update(1)
+            # reading the loss waits for the device: on a GPU only at the epoch's end
+            if not bar.disable and (len(losses) == self.steps_per_epoch or (not self.cuda and len(losses) % 10 == 1)):
+                bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
+            t_data = time.perf_counter()
+        bar.close()
+        row = {"epoch": epoch + 1, "step": self.step, "lr": self.opt.param_groups[0]["lr"],
+               "train_loss": float(torch.stack(losses).double().mean()) if losses else float("nan"),
+               "time_s": time.perf_counter() - t0, "data_wait_s": wait}
+        if self.info.world > 1:
+            t = torch.tensor([row["train_loss"]], device=self.device)
+            dist.all_reduce(t)
+            row["train_loss"] = float(t) / self.info.world
+        return row
+
+    def _optimiser_step(self, batch) -> torch.Tensor:
+        cfg, opt = self.cfg, self.opt
+        if self.batch_transform is not None:
+            batch = (*self.batch_transform(batch[0], batch[1], self.step), *batch[2:])
+        if cfg.channels_last:
+            batch = to_channels_last(batch)
+        opt.zero_grad(set_to_none=True)
+        with autocast(self.device.type, cfg.amp):
+            loss = (self.step_fn(self.net, batch, self.loss) if self.step_fn is not None
+                    else self.loss(self.net(batch[0]), batch[1]))
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        self.sched.step()
+        self.step += 1
+        return loss.detach()
+
+    def validate(self, row: dict) -> None:
+        """Every ``val_every`` epochs and at the last: ``val_fn`` on rank 0, its results in
+        ``row``; the ``keep_best`` best epochs by ``best_metric`` kept as checkpoints."""
+        cfg, epoch = self.cfg, row["epoch"]
+        if self.val_fn is None or not self.info.main or not (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
+            return
+        self.model.eval()
+        t_val = time.perf_counter()
+        metrics = self.val_fn(self.model)
+        row["validation_s"] = time.perf_counter() - t_val
+        row.update({f"val_{k}": float(v) for k, v in metrics.items()})
+        if cfg.best_metric not in metrics:
+            raise KeyError(f"validation returned {sorted(metrics)}, not best_metric {cfg.best_metric!r}")
+        score = float(metrics[cfg.best_metric])
+        if len(self.best) < cfg.keep_best or score > self.best[-1][0]:
+            path = self.out_dir / f"best-epoch{epoch:04d}.pt"
+            save_checkpoint(path, model=_unwrap(self.model).state_dict(), epoch=epoch, score=score)
+            self.best = sorted(self.best + [(score, epoch, str(path))], key=lambda b: (-b[0], b[1]))
+            for _, _, p in self.best[cfg.keep_best:]:
+                Path(p).unlink(missing_ok=True)
+            self.best = self.best[: cfg.keep_best]
+
+    def save(self) -> None:
+        """``log.csv`` and ``last.pt`` (every rank's RNG states gathered on rank 0)."""
+        rngs = [_rng_state()]
+        if self.info.world > 1:
+            gathered = [None] * self.info.world
+            dist.all_gather_object(gathered, rngs[0])
+            rngs = gathered
+        if self.info.main:
+            _write_log(self.out_dir / "log.csv", self.rows)
+            save_checkpoint(self.last, model=_unwrap(self.model).state_dict(), optimizer=self.opt.state_dict(),
+                            scheduler=self.sched.state_dict(), scaler=self.scaler.state_dict(), rng=rngs,
+                            epoch=self.epoch, step=self.step, log=self.rows, best=[list(b) for b in self.best],
+                            config=_plain(asdict(self.cfg)))
+        if self.info.world > 1:
+            dist.barrier()
+
+    def run(self, stop_after_epochs: int | None = None, stop: Callable[[list[dict]], bool] | None = None) -> FitResult:
+        """Train from the current epoch to ``cfg.epochs`` (or ``stop_after_epochs`` more);
+        after each saved epoch ``stop(log rows)`` may end the run (True)."""
+        if self.info.main:
+            _write_log(self.out_dir / "log.csv", self.rows)
+        end = self.cfg.epochs if stop_after_epochs is None else min(self.cfg.epochs, self.epoch + stop_after_epochs)
+        while self.epoch < end:
+            row = self.train_epoch()
+            self.validate(row)
+            self.rows.append(row)
+            self.epoch += 1
+            self.save()
+            if stop is not None and stop(self.rows):
+                break
+        return FitResult(pd.DataFrame(self.rows), self.best, self.out_dir)
+
+
 def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig, out_dir: str | Path,
         val_fn: Callable[[nn.Module], dict[str, float]] | None = None, device: str | torch.device | None = None,
         resume: bool = True, shuffle: bool = True, step_fn: Callable | None = None,
         stop_after_epochs: int | None = None, batch_transform: Callable | None = None,
-        param_groups: Callable[[nn.Module, TrainConfig], list[dict]] | None = None) -> FitResult:
-    """Train ``model`` and return its log and best checkpoints.
+        param_groups: Callable[[nn.Module, TrainConfig], list[dict]] | None = None,
+        stop: Callable[[list[dict]], bool] | None = None) -> FitResult:
+    """Train ``model`` and return its log and best checkpoints (:class:`Trainer`, whole).
 
     ``loss_fn(outputs, target)`` gets whatever the model returns (a list for deep
     supervision). ``step_fn(model, batch, loss_fn) -> loss`` replaces the default
@@ -373,144 +563,19 @@ def fit(model: nn.Module, loss_fn: Callable, dataset: Dataset, cfg: TrainConfig,
     ``val_fn(model) -> {name: value}`` runs on rank 0 every ``val_every`` epochs and at
     the end; ``cfg.best_metric`` selects the best checkpoints. With ``resume`` and a
     ``last.pt`` in ``out_dir``, training continues from it. ``stop_after_epochs`` ends
-    the call early (used to test resumption). ``batch_transform(input, target, step) ->
-    (input, target)`` changes each batch on the device before the step (augmentation on
-    the GPU); it gets the global step so a resumed run repeats it. ``param_groups(model,
-    cfg)`` returns the optimiser's parameter groups (their own ``lr`` / ``weight_decay``;
-    the schedule scales every group's rate alike).
+    the call early (used to test resumption); ``stop(log rows) -> bool``, asked after
+    every epoch, ends it when it says so (a curriculum stage whose loss flattened).
+    ``batch_transform(input, target, step) -> (input, target)`` changes each batch on the
+    device before the step (augmentation on the GPU); it gets the global step so a
+    resumed run repeats it. ``param_groups(model, cfg)`` returns the optimiser's
+    parameter groups (their own ``lr`` / ``weight_decay``; the schedule scales every
+    group's rate alike).
     """
-    out_dir = Path(out_dir)
-    info = init_distributed()
-    if device is None:
-        device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    if not cuda:
-        # subnormal floats make oneDNN's CPU kernels ~10x slower (measured: HNF-Netv2's
-        # backward pass, 15 s -> 1.6 s); flushing them to zero changes nothing visible
-        torch.set_flush_denormal(True)
-    if info.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed + info.rank)
-    model.to(device)
-    guard_tiny_convolutions(model, device.type, cfg.amp)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last_3d)
-    net: nn.Module = model
-    if info.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # fixed patch sizes: let cuDNN pick its fastest kernels
-    if cuda and cfg.compile:
-        net = torch.compile(net)
-
-    sampler = EpochSampler(len(dataset), cfg.seed, shuffle, info.rank, info.world)
-    # the epoch travels with each index, so persistent workers (started once) load the right
-    # epoch's samples: a dataset copied into a worker never sees the main process's set_epoch
-    loader = DataLoader(_EpochAware(dataset), batch_size=cfg.batch_size, sampler=_EpochTagged(sampler),
-                        num_workers=cfg.num_workers, pin_memory=cuda, drop_last=False,
-                        persistent_workers=cfg.num_workers > 0,
-                        # its own generator: the loader then takes nothing from the global RNG
-                        # (which drives dropout), with or without workers, resumed or not
-                        generator=torch.Generator().manual_seed(cfg.seed + info.rank))
-    steps_per_epoch = len(loader)
-    groups = param_groups(model, cfg) if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(groups, cfg, device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(cfg, steps_per_epoch))
-    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(device.type, cfg.amp))
-    float_loss = in_float32(loss_fn, device.type) if loss_fn is not None else None
-
-    start_epoch, step, rows, best = 0, 0, [], []
-    last = out_dir / "last.pt"
-    if resume and last.exists():
-        ck = load_checkpoint(last, map_location=device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        _set_rng_state(ck["rng"][min(info.rank, len(ck["rng"]) - 1)])
-        start_epoch, step, rows = ck["epoch"], ck["step"], list(ck["log"])
-        best = [tuple(b) for b in ck["best"]]
-    log_path = out_dir / "log.csv"
-    if info.main:
-        _write_log(log_path, rows)
-
-    stop_at = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
-    for epoch in range(start_epoch, stop_at):
-        sampler.set_epoch(epoch)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        net.train()
-        t0, wait, losses = time.perf_counter(), 0.0, []
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not (cfg.progress and info.main))
-        t_data = time.perf_counter()
-        for batch in _on_device(loader, device):
-            wait += time.perf_counter() - t_data
-            if batch_transform is not None:
-                batch = (*batch_transform(batch[0], batch[1], step), *batch[2:])
-            if cfg.channels_last:
-                batch = to_channels_last(batch)
-            opt.zero_grad(set_to_none=True)
-            with autocast(device.type, cfg.amp):
-                if step_fn is not None:
-                    loss = step_fn(net, batch, float_loss)
-                else:
-                    loss = float_loss(net(batch[0]), batch[1])
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            losses.append(loss.detach())  # no float() here: it would wait for the GPU every step
-            bar.update(1)
-            # reading the loss waits for the device: on a GPU only at the epoch's end
-            if not bar.disable and (len(losses) == steps_per_epoch or (not cuda and len(losses) % 10 == 1)):
-                bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
-            t_data = time.perf_counter()
-        bar.close()
-        row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
-               "train_loss": float(torch.stack(losses).double().mean()) if losses else float("nan"),
-               "time_s": time.perf_counter() - t0, "data_wait_s": wait}
-        if info.world > 1:
-            t = torch.tensor([row["train_loss"]], device=device)
-            dist.all_reduce(t)
-            row["train_loss"] = float(t) / info.world
-        validate = val_fn is not None and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs)
-        if validate and info.main:
-            model.eval()
-            t_val = time.perf_counter()
-            metrics = val_fn(model)
-            row["validation_s"] = time.perf_counter() - t_val
-            row.update({f"val_{k}": float(v) for k, v in metrics.items()})
-            if cfg.best_metric not in metrics:
-                raise KeyError(f"validation returned {sorted(metrics)}, not best_metric {cfg.best_metric!r}")
-            score = float(metrics[cfg.best_metric])
-            if len(best) < cfg.keep_best or score > best[-1][0]:
-                path = out_dir / f"best-epoch{epoch + 1:04d}.pt"
-                save_checkpoint(path, model=_unwrap(model).state_dict(), epoch=epoch + 1, score=score)
-                best = sorted(best + [(score, epoch + 1, str(path))], key=lambda b: (-b[0], b[1]))
-                for _, _, p in best[cfg.keep_best:]:
-                    Path(p).unlink(missing_ok=True)
-                best = best[: cfg.keep_best]
-        rows.append(row)
-        rngs = [_rng_state()]
-        if info.world > 1:
-            gathered = [None] * info.world
-            dist.all_gather_object(gathered, rngs[0])
-            rngs = gathered
-        if info.main:
-            _write_log(log_path, rows)
-            save_checkpoint(last, model=_unwrap(model).state_dict(), optimizer=opt.state_dict(),
-                            scheduler=sched.state_dict(), scaler=scaler.state_dict(), rng=rngs,
-                            epoch=epoch + 1, step=step, log=rows, best=[list(b) for b in best],
-                            config=_plain(asdict(cfg)))
-        if info.world > 1:
-            dist.barrier()
-    return FitResult(pd.DataFrame(rows), best, out_dir)
+    trainer = Trainer(model, loss_fn, dataset, cfg, out_dir, val_fn, device, shuffle, step_fn, batch_transform,
+                      param_groups)
+    if resume:
+        trainer.resume()
+    return trainer.run(stop_after_epochs, stop)
 
 
 def _plain(d: dict) -> dict:

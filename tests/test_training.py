@@ -12,7 +12,7 @@ from brats_lib.losses import DeepSupervision, region_loss
 from brats_lib.phantoms import make_phantom
 from brats_lib.preprocess import zscore
 from brats_lib.sampling import PatchDataset
-from brats_lib.training import TrainConfig, fit, load_checkpoint, lr_curve
+from brats_lib.training import TrainConfig, Trainer, fit, load_checkpoint, lr_curve
 
 
 def _data(n=2, seed=0):
@@ -70,6 +70,32 @@ def test_resume_gives_identical_weights(tmp_path):
     wa, wb = load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "b" / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert np.allclose(a.log["train_loss"], b.log["train_loss"])
+
+
+def test_stop_hook_ends_a_run_and_the_parts_resume_it_exactly(tmp_path):
+    """A stop hook ends training after the epoch it says so (the curriculum's stages);
+    the run resumed part by part (Trainer: resume, train_epoch, validate, save) ends with
+    the weights of an uninterrupted run."""
+    cfg = TrainConfig(epochs=4, batch_size=2, lr=2e-3, schedule="step", step_epochs=1, progress=False)
+    loss = DeepSupervision(region_loss(), (1.0, 0.5))
+    whole = fit(_model(), loss, _data(), cfg, tmp_path / "whole")
+    seen = []
+    part = fit(_model(), loss, _data(), cfg, tmp_path / "parts", stop=lambda rows: seen.append(len(rows)) or len(rows) == 3)
+    assert seen == [1, 2, 3] and list(part.log["epoch"]) == [1, 2, 3]
+    assert load_checkpoint(tmp_path / "parts" / "last.pt")["epoch"] == 3
+    trainer = Trainer(_model(), loss, _data(), cfg, tmp_path / "parts")
+    assert trainer.resume() and trainer.epoch == 3 and trainer.step == 3 * trainer.steps_per_epoch
+    row = trainer.train_epoch()
+    trainer.validate(row)  # no val_fn: nothing added
+    trainer.rows.append(row)
+    trainer.epoch += 1
+    trainer.save()
+    assert set(row) == {"epoch", "step", "lr", "train_loss", "time_s", "data_wait_s"} and row["epoch"] == 4
+    wa = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "parts" / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert row["train_loss"] == pytest.approx(float(whole.log["train_loss"].iloc[-1]), rel=1e-6)
+    assert row["lr"] == pytest.approx(float(whole.log["lr"].iloc[-1])) == pytest.approx(2e-3 * 0.5 ** 4)  # after its last step
 
 
 def test_worker_processes_see_every_epoch(tmp_path):
