@@ -25,12 +25,13 @@ from brats_lib.paths import REPO_ROOT
 
 
 def _hnf(name):
+    from brats_lib.papers.hnfnetv2 import paper as HNP
     from brats_lib.papers.hnfnetv2 import pipeline as HN
 
     p = params.load("hnfnetv2", "full")
-    steps = len(HN.TABLE1_ROWS) * p.folds * p.epochs * p.steps_per_epoch
+    steps = len(HNP.TABLE1_ROWS) * p.folds * p.epochs * p.steps_per_epoch
     return (lambda: HN.build_model(HN.ROWS[name], p)), (p.batch_size, 4, *p.patch_size), steps, \
-        f"{len(HN.TABLE1_ROWS)} rows x {p.folds} folds x {p.epochs} epochs x {p.steps_per_epoch} steps"
+        f"{len(HNP.TABLE1_ROWS)} rows x {p.folds} folds x {p.epochs} epochs x {p.steps_per_epoch} steps"
 
 
 def _ou():

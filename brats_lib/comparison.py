@@ -11,7 +11,11 @@ through the same calls of the one pipeline interface: no method has code of its 
 * :data:`METHODS` - label -> :class:`Method` (which paper, which row of its tables).
 * :func:`method_params` - a paper's profile with the comparison's data and folds.
 * :func:`train` - train one method on one fold -> :class:`Fitted` (predict, sizes, times).
-* :func:`sizes`, :func:`inference_macs`, :func:`peak_memory`, :func:`timed` - what it costs.
+* :func:`evaluate` - every method trained on every fold and scored on its validation
+  cases -> the fitted methods, the per-case table and the peak memory of some predictions.
+* :func:`sizes`, :func:`inference_macs`, :func:`peak_memory`, :func:`timed` - what it costs;
+  :func:`summary_table` - per method: Dice and HD95 with CIs, sizes, times, memory.
+* :func:`dice_boxplots`, :func:`dice_vs_cost`, :func:`one_case_figure` - the figures.
 * The statistics (:func:`~brats_lib.statistics.brats_ranking`,
   :func:`~brats_lib.statistics.pairwise_wilcoxon`, :func:`~brats_lib.statistics.holm`) are
   re-exported from :mod:`brats_lib.statistics`.
@@ -25,15 +29,20 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
+from . import labels as L
+from . import metrics as M
 from . import params as params_mod
 from . import pipeline as pipelines
 from .complexity import count_parameters, forward_macs
 from .data import LoadedCase
+from .figures import prediction_figure, tumour_slice
 from .params import FoldParams, schema
-from .statistics import RANKED, brats_ranking, holm, pairwise_wilcoxon  # noqa: F401  (re-exported)
+from .statistics import RANKED, brats_ranking, format_ci, holm, pairwise_wilcoxon  # noqa: F401  (re-exported)
 
 
 @schema("comparison")
@@ -222,3 +231,98 @@ def timed(fn: Callable[[], object], device=None) -> tuple[object, float]:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return out, time.perf_counter() - t
+
+
+# ------------------------------------------------------------------ the notebook's loop and tables
+def evaluate(methods: Sequence[Method], params_of: dict[str, Any], folds: Sequence[dict], cases: dict[str, LoadedCase],
+             p, out_dir: str | Path, device=None) -> tuple[dict[tuple[str, int], Fitted], pd.DataFrame, pd.DataFrame]:
+    """Train every method on every fold (:func:`train`, never seeing the fold's validation
+    cases) and score each validation case with the comparison's flips (``p.tta``), timed;
+    the first ``p.memory_cases`` predictions of each method also get their peak memory.
+    Returns ``{(method, fold): Fitted}``, the per-case table and the memory table."""
+    fitted, per_case, memory = {}, [], []
+    bar = tqdm([(m, k) for m in methods for k in range(len(folds))], desc="methods x folds", disable=not p.progress)
+    for m, k in bar:
+        bar.set_postfix(method=m.label, fold=k)
+        f = train(m, k, [cases[c] for c in folds[k]["train"]], params_of[m.label],
+                  Path(out_dir) / pipelines.safe_name(m.label) / f"fold{k}", p.selection_fraction, p.seed, device=device)
+        fitted[m.label, k] = f
+        for i, lc in enumerate(cases[c] for c in folds[k]["val"]):
+            labels, sec = timed(lambda: f.predict(lc, p.tta), device)
+            if i < p.memory_cases:
+                _, mib = peak_memory(lambda: f.predict(lc, p.tta), device)
+                memory.append({"method": m.label, "case": lc.case_id, "peak MiB": mib})
+            per_case.append({"method": m.label, "fold": k, "case": lc.case_id, "seconds": sec,
+                             **M.case_scores(labels, lc.label, lc.spacing)})
+    return fitted, pipelines.with_dice_mean(pd.DataFrame(per_case)), pd.DataFrame(memory, columns=["method", "case", "peak MiB"])
+
+
+def summary_table(per_case: pd.DataFrame, fitted: dict[tuple[str, int], Fitted], memory: pd.DataFrame,
+                  cost: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """One row per method: Dice and HD95 of each region as mean [95 % CI], parameters and
+    MACs (``cost``: :func:`sizes` plus ``inference kMACs / voxel``), training seconds per
+    epoch (mean over folds), inference seconds per case and peak inference memory."""
+    rows = {}
+    for lab in dict.fromkeys(per_case["method"]):
+        d = per_case[per_case.method == lab]
+        row = {f"{met} {r}": format_ci(d[f"{met} {r}"], digits=3 if met == "Dice" else 1)
+               for met in ("Dice", "HD95") for r in L.REGIONS}
+        row.update({k: f"{v:.3f}" if k.startswith("params") else f"{v:.4g}" for k, v in cost[lab].items()})
+        row["train s / epoch"] = f"{np.nanmean([f.epoch_seconds for (m, _), f in fitted.items() if m == lab]):.1f}"
+        row["inference s / case"] = f"{d.seconds.mean():.2f}"
+        mem = memory.loc[memory.method == lab, "peak MiB"]
+        row["peak MiB (inference)"] = f"{mem.max():.0f}" if len(mem) else "n/a"
+        rows[lab] = row
+    return pd.DataFrame(rows).T
+
+
+def significance_text(pairs: pd.DataFrame, n_cases: int) -> str:
+    """How many pairs differ after Holm's correction, which, and the smallest p-value a
+    Wilcoxon test can reach with ``n_cases`` cases (when that is the limit)."""
+    significant = pairs[pairs["p (Holm)"] < 0.05]
+    text = (f"With {n_cases} validation cases per method, {len(significant)} of {len(pairs)} pairs differ significantly "
+            f"after Holm's correction" + (": " + "; ".join(f"{a} vs {b}" for a, b in zip(significant.A, significant.B))
+                                          if len(significant) else "."))
+    if n_cases < 10:
+        text += f" The smallest two-sided p-value a Wilcoxon test can reach with this many cases is {2 / 2 ** n_cases:.3g}."
+    return text
+
+
+def dice_boxplots(per_case: pd.DataFrame, methods: Sequence[str]):
+    """Per-case Dice of each region, one box per method."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    for ax, r in zip(axes, L.REGIONS):
+        ax.boxplot([per_case.loc[per_case.method == lab, f"Dice {r}"].to_numpy() for lab in methods], showmeans=True)
+        ax.set_xticks(range(1, len(methods) + 1), methods, rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"Dice {r}")
+    axes[0].set_ylabel("per-case Dice")
+    fig.tight_layout()
+    return fig
+
+
+def dice_vs_cost(per_case: pd.DataFrame, cost: dict[str, dict[str, float]]):
+    """Mean Dice against inference MACs per voxel (log scale), one point per method."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for lab, c in cost.items():
+        x, y = c["inference kMACs / voxel"], per_case.loc[per_case.method == lab, "Dice mean"].mean()
+        ax.scatter(x, y, s=60)
+        ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xscale="log", xlabel="inference kMACs per voxel, flips and overlap included (log scale)",
+           ylabel="mean Dice (ET, TC, WT)", title="accuracy against cost")
+    fig.tight_layout()
+    return fig
+
+
+def one_case_figure(lc: LoadedCase, fitted: dict[str, Fitted], tta: int = 1):
+    """One validation case segmented by every method (``{label: Fitted}``), its mean Dice in each title."""
+    preds = {}
+    for lab, f in fitted.items():
+        pred = f.predict(lc, tta)
+        d = np.mean([M.dice(L.region_mask(pred, r), L.region_mask(lc.label, r)) for r in L.REGIONS])
+        preds[f"{lab}\nmean Dice {d:.2f}"] = pred
+    z = tumour_slice(lc.label)
+    return prediction_figure(lc.image, lc.label, preds, title=f"{lc.case_id}, axial slice {z}", z=z, show_image=False)

@@ -9,6 +9,7 @@ MONAI's ``Inferer`` (one call from a case to its prediction). A paper's package
 method                                      what it does
 ==========================================  ================================================
 ``rows``                                    the rows of the paper's tables (label -> row spec)
+``describe(p)``                             its input patch and training length under ``p``
 ``train_fold(row, fold, train, val, p,      train one row on one fold -> :class:`Trained`
 out_dir, device)``
 ``probabilities(trained, case, p,           the model's probability maps of a raw case,
@@ -31,6 +32,7 @@ score it; it returns the per-case table and the trained rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,13 @@ class Pipeline:
     notebook: str = ""
     #: the rows of the paper's tables: label -> the paper's row description
     rows: Mapping[str, Any] = {}
+    #: how its training length reads, filled from the parameters (``str.format`` of their fields)
+    training_text: str = "{epochs} x {steps_per_epoch} steps"
+
+    def describe(self, p) -> dict[str, str]:
+        """The network input (``patch``) and the training length (``training``) under ``p``."""
+        patch = getattr(p, "patch_size", None) or getattr(p, "crop", None)
+        return {"patch": "x".join(map(str, patch)), "training": self.training_text.format(**dataclasses.asdict(p))}
 
     def train_fold(self, row: str, fold: int, train: Sequence, val: Sequence, p, out_dir: str | Path,
                    device=None) -> Trained:

@@ -46,7 +46,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from .io import atomic_path, load_checkpoint, load_weights, save_checkpoint, unwrap as _unwrap  # noqa: F401
+from .io import atomic_path, load_checkpoint, save_checkpoint, unwrap as _unwrap
 from .precision import autocast, guard_tiny_convolutions, needs_grad_scaler
 
 

@@ -1,7 +1,7 @@
 """Cross-modality feature transition and fusion: Table 1's discriminator, the generator and
 branch features, the CMFF network and its attention variants, the CycleGAN step (Eqs. 2-6),
-self-reconstruction, 2D-to-3D inflation, weight transfer, every row's training and the
-notebook."""
+self-reconstruction, 2D-to-3D inflation, weight transfer, pre-trainings shared by the rows,
+every row's training, the notebook's tables and figures (report) and the notebook."""
 import json
 
 import numpy as np
@@ -10,12 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from brats_lib import data as D, models
-from brats_lib.papers.cross_modality import pipeline as CM
+from brats_lib import data as D, figures as FG, models, statistics as ST
+from brats_lib.papers.cross_modality import paper as CP, pipeline as CM, report as R
 from brats_lib.app import profiles as params
-from brats_lib.app import runner
+from brats_lib.claims import Claim
 from brats_lib.complexity import complexity
 from brats_lib.inference import predict_case
+from brats_lib.pipeline import Trained, get
 from brats_lib.papers.cross_modality.networks import CrossModalityUNet, MaskGuidedAttention, ResidualCBAM
 from conftest import run_full_profile
 
@@ -242,6 +243,179 @@ def test_networks_trained_on_the_cpu_predict_on_the_gpu():
     net = models.build("cmff", features=TINY).eval()
     on_cpu = CM.predict(net, lc, P_TEST)
     assert (CM.predict(net, lc, P_TEST, device="cuda") == on_cpu).mean() > 0.99
+
+
+# ------------------------------------------------------------------ one pre-training per fold, shared by the rows
+@pytest.fixture(scope="module")
+def loaded():
+    found, _ = D.open_source(None, 2, 0, (32, 32, 32))
+    return [D.load_case(c) for c in found]
+
+
+def test_a_pretraining_is_kept_and_reused_only_for_the_same_run(loaded, tmp_path):
+    first, ran = CM.shared_pretraining("self", "paper", 0, loaded, P_TEST, tmp_path / "a")
+    assert ran and (tmp_path / "a" / "pretrained.pt").exists()
+    again, ran = CM.shared_pretraining("self", "paper", 0, loaded, P_TEST, tmp_path / "a")
+    assert not ran and again.seconds == first.seconds and again.kind == "self"
+    pd.testing.assert_frame_equal(again.history, first.history)
+    for g, g0 in ((again.g_a, first.g_a), (again.g_b, first.g_b)):
+        assert all(torch.equal(v, g0.state_dict()[k]) for k, v in g.state_dict().items())
+    # a kept pre-training of another fold (seed) or of other parameters is not taken
+    for fold, p in ((1, P_TEST), (0, params.load("cross_modality", "test", cmft_lr=0.01))):
+        (tmp_path / "b").mkdir(exist_ok=True)
+        (tmp_path / "b" / "pretrained.pt").write_bytes((tmp_path / "a" / "pretrained.pt").read_bytes())
+        assert CM.shared_pretraining("self", "paper", fold, loaded, p, tmp_path / "b")[1]
+    # cases without ids are not kept; random initialisation has nothing to keep
+    cases = [CM.training_case(lc) for lc in loaded]
+    assert CM.shared_pretraining("self", "paper", 0, cases, P_TEST, tmp_path / "c")[1]
+    assert not (tmp_path / "c" / "pretrained.pt").exists()
+    rnd, ran = CM.shared_pretraining("random", "paper", 0, loaded, P_TEST, tmp_path / "d")
+    assert ran and rnd.g_a is None and not (tmp_path / "d").exists()
+
+
+def test_rows_start_from_the_pretraining_of_their_fold_without_running_it_again(loaded, tmp_path):
+    folds = [{"train": [lc.case_id for lc in loaded], "val": []}]
+    pre = CM.pretrain_folds(folds, {lc.case_id: lc for lc in loaded}, P_TEST, tmp_path, progress=False)
+    assert set(pre) == {(kind, pairing, 0) for kind, pairing in CM.PRETRAININGS}
+    assert CM.pretrain_folder(tmp_path, "cmft", "alternative", "fold0").joinpath("pretrained.pt").exists()
+    t = get("cross_modality").train_fold("Ours (T1+FLAIR / T2+T1c)", 0, loaded, [], P_TEST,
+                                         tmp_path / "alt" / "fold0")
+    kept = pre["cmft", "alternative", 0]
+    assert t.train_seconds == t.state["cmff_seconds"]  # phase 1 was not run again
+    assert t.state["pretrained"].seconds == kept.seconds
+    assert torch.equal(t.state["pretrained"].g_b.conv_0.conv_0.conv.weight, kept.g_b.conv_0.conv_0.conv.weight)
+    assert list(t.state["history"].columns) == ["Dice loss S_F", "Dice loss S_A", "Dice loss S_B"]
+
+
+# ------------------------------------------------------------------ the notebook's tables and figures
+def _per_case(seed: int = 0, cases: int = 6) -> pd.DataFrame:
+    """A per-case table as :func:`brats_lib.pipeline.cross_validate` returns it, random scores."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lab in R.ORDER:
+        for i in range(cases):
+            scores = {f"{m} {r}": float(rng.uniform()) for m in ("Dice", "HD95", "Sensitivity") for r in ("ET", "TC", "WT")}
+            rows.append({"row": lab, "fold": 0, "case": f"c{i}", "seconds": float(rng.uniform()), **scores,
+                         "Dice mean": 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_per_case_table_in_the_papers_terms_and_tables_2_and_4():
+    per = R.paper_columns(_per_case())
+    assert "Dice mean" not in per and not any("HD95" in c for c in per) and set(CP.COLUMNS) <= set(per)
+    hd = per[["Hausdorff95 ET", "Hausdorff95 WT", "Hausdorff95 TC"]].mean(axis=1)
+    assert np.array_equal(per["Hausdorff95 Average"], hd)
+    ours = R.row_means(per)
+    assert list(ours.index) == R.ORDER and list(ours.columns) == CP.COLUMNS
+    assert ours.loc["Ours", "Dice ET"] == pytest.approx(per.loc[per.row == "Ours", "Dice ET"].mean())
+    tables = R.paper_tables(ours)
+    assert tables["table2"].loc["Ours", "Dice TC (paper)"] == 0.828
+    assert np.isnan(tables["table2"].loc["Ours (T1+FLAIR / T2+T1c)", "Dice Average (paper)"])
+    assert tables["table4"].loc["Ours (T1+FLAIR / T2+T1c)", "Dice Average (paper)"] == 0.822
+    assert tables["table4"]["Hausdorff95 WT (ours)"].equals(ours["Hausdorff95 WT"])
+    dice, other = R.shown_tables(ours).values()
+    assert all(c.startswith("Dice") for c in dice) and not any(c.startswith("Dice") for c in other)
+    timing = R.inference_times(per)
+    assert list(timing.index) == R.ORDER
+    assert timing.loc["S_B", "max s / case"] == per.loc[per.row == "S_B", "seconds"].max()
+
+
+def test_region_table_gives_intervals_and_paired_tests_against_ours():
+    per = R.paper_columns(_per_case())
+    ours = per.row == "Ours"
+    per.loc[per.row == "S_A", "Dice ET"] = per.loc[ours, "Dice ET"].to_numpy() - 0.1
+    t = R.region_table(per)
+    assert list(t.index) == R.ORDER and t.loc["Ours", "p Dice ET vs Ours"] == ""
+    assert float(t.loc["S_A", "p Dice ET vs Ours"]) == pytest.approx(2 / 2 ** 6, rel=1e-2)  # all 6 lower
+    assert t.loc["S_A", "Dice ET"] == ST.format_ci(per.loc[per.row == "S_A", "Dice ET"], digits=3)
+    assert [c for c in t.columns if c.startswith("p ")] == [f"p {c} vs Ours" for c in R.TESTED]
+
+
+def test_claims_are_read_in_the_papers_own_tables():
+    assert CP.holds_in(CP.PAPER_TABLE2, Claim("x", "S_A", "S_B", "Hausdorff95 ET")) == "yes"  # 3.735 < 13.373 mm
+    assert CP.holds_in(CP.PAPER_TABLE2, Claim("x", "S_B", "S_A", "Hausdorff95 ET")) == "no"
+    assert CP.holds_in(CP.PAPER_TABLE2, Claim("x", "Ours", "Ours", "Dice ET")) == "tie"
+    checked = pd.DataFrame({"claim": [c.text for c in CP.CLAIMS], "source": "", "metric": "", "compared": ""})
+    out = R.with_paper_verdicts(checked)
+    assert list(out.columns[4:6]) == ["BraTS 2017 (paper)", "BraTS 2018 (paper)"]
+    alt = out.set_index("claim").loc["the paper's pairing beats (T1+FLAIR / T2+T1c)"]
+    assert alt["BraTS 2017 (paper)"] == "n/a" and alt["BraTS 2018 (paper)"] == "yes"  # Sec. 4.3: BraTS 2018 only
+
+
+def test_setup_tables_put_the_paper_beside_this_run():
+    t = R.scale_table(P_TEST)
+    assert t.loc["patch", "paper"] == "128 x 128 x 128" and t.loc["patch", "this run"] == "32 x 32 x 32"
+    assert t.loc["data", "this run"] == "4 phantoms 32 x 32 x 32, 1 of 2 folds"
+    assert "A = (t1, t1ce), B = (t2, flair); lambda = 10 (paper 10)" in R.run_summary(P_TEST)
+    sizes = R.model_sizes(P_TEST)
+    assert list(sizes.index) == [name for name, _, _ in R.SIZE_ROWS]
+    assert sizes.loc["discriminator D (Table 1)", "params"] == CP.TABLE1_DISCRIMINATOR_PARAMS
+    assert sizes.loc["CMFF w/o MG", "params, this run"] < sizes.loc["CMFF w/o MG", "params"]
+    assert "(as the issue's count" in R.discriminator_check(sizes)
+    assert "NOT as" in R.discriminator_check(sizes.assign(params=1))
+
+
+def test_times_leave_out_random_initialisation_and_combined_rows():
+    pre = {(kind, pairing, 0): CM.Pretrained(kind, None, None, pd.DataFrame(), 1.26) for kind, pairing in CM.PRETRAININGS}
+    assert list(R.pretrain_seconds(pre)) == ["cmft-paper/fold0", "cmft-alternative/fold0", "self-paper/fold0",
+                                             "voc2d-paper/fold0"]
+    assert list(R.pretraining_times(pre)["pre-training"])[:2] == ["cmft (paper pairs)", "cmft (alternative pairs)"]
+    trained = {("S_A", 0): Trained("S_A", 0, [], train_seconds=3.0, state={"cmff_seconds": 2.04}),
+               ("S_A + S_B", 0): Trained("S_A + S_B", 0, [], train_seconds=5.0)}
+    assert R.row_seconds(trained) == {"S_A/fold0": 2.04}
+    man = R.manifest_seconds(pre, trained)
+    assert man["train_seconds"] == {"S_A/fold0": 2.0} and set(man["pretrain_seconds"].values()) == {1.3}
+
+
+def _translation(perfect: bool) -> R.Translation:
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 4)).astype(np.float32)
+    ia, ib = CM.pair_indices("paper")
+    fake_b, fake_a = (x[list(ib)], x[list(ia)]) if perfect else (np.zeros((2, 8, 8, 4)),) * 2
+    return R.Translation("c", x, fake_b, fake_a, ia, ib, 2)
+
+
+def test_translations_are_scored_against_the_real_target_pair(loaded):
+    err = R.translation_error(_translation(True))
+    assert (err["mean |fake - real| (z-score units)"] == 0).all() and (err["mean |input - real target|"] > 0).all()
+    tr = _translation(False)
+    assert err.loc["A -> B", "mean |input - real target|"] == pytest.approx(np.abs(tr.image[:2] - tr.image[2:]).mean())
+    assert R.translation_error(tr).loc["A -> B"].iloc[0] == pytest.approx(np.abs(tr.image[2:]).mean())
+    fig = R.translation_figure(_translation(True))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:6] == ["real t1 (A)", "real t1ce (A)", "G(A): fake t2", "G(A): fake flair", "real t2 (B)",
+                          "real flair (B)"]
+    assert titles[8:10] == ["G(B): fake t1", "G(B): fake t1ce"]
+    # identity "generators" over a whole case give back their own input pair
+    lc = loaded[0]
+    tr = R.translate_case(CM.Pretrained("cmft", nn.Identity(), nn.Identity(), pd.DataFrame(), 0.0), lc, P_TEST)
+    assert np.allclose(tr.fake_b, tr.image[:2], atol=1e-5) and np.allclose(tr.fake_a, tr.image[2:], atol=1e-5)
+    assert tr.z == FG.tumour_slice(lc.label[CM.network_input(lc)[1].slices])
+
+
+def test_figures_draw_every_curve_and_row(loaded):
+    steps = pd.DataFrame({"a": [1.0, 0.5, 0.2], "b": [0.3, 0.2, 0.1], "c": [0.9, 0.8, 0.7]})
+    pre = {(kind, pairing, 0): CM.Pretrained(kind, None, None, steps, 0.0) for kind, pairing in CM.PRETRAININGS}
+    pre["voc2d", "paper", 0] = CM.Pretrained("voc2d", None, None, pd.DataFrame({"epoch": [0], "ce": [1.0]}), 0.0)
+    fig = R.pretraining_figure(pre)
+    assert [len(ax.lines) for ax in fig.axes] == [3, 3, 1, 1]
+    hist = steps.set_axis(["Dice loss S_F", "Dice loss S_A", "Dice loss S_B"], axis=1)
+    nets = {"fusion": models.build("cmff", features=TINY).eval(),
+            "a": models.build("cmff_branch", pair=(0, 1), features=TINY).eval(),
+            "b": models.build("cmff_branch", pair=(2, 3), features=TINY).eval()}
+    trained = {}
+    for r in CM.TABLE_ROWS:
+        net = {"branch_a": [nets["a"]], "branch_b": [nets["b"]], "average": [nets["a"], nets["b"]]}.get(
+            r.model, [nets["fusion"]])
+        trained[r.label, 0] = Trained(r.label, 0, net, state={"history": hist})
+    fig = R.cmff_training_figure(trained)
+    fusion = [r for r in CM.TABLE_ROWS if r.model == "fusion"]
+    assert [len(ax.lines) for ax in fig.axes] == [len(fusion), 3 + 2]
+    fig = R.qualitative_figure(trained, 0, loaded[0], "t", P_TEST)
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["reference", *R.SHOWN_ROWS]
+    fig = R.branch_masks_figure(nets["fusion"], loaded[0], P_TEST)
+    assert [ax.get_title().split(":")[0] for ax in fig.axes[:6]] == ["reference", "S_A", "S_B", "S_F", "mask M_A",
+                                                                      "mask M_B"]
+    assert len(R.shapes_figure(P_TEST).axes) == 8
 
 
 # ------------------------------------------------------------------ the notebook

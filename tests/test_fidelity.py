@@ -207,9 +207,10 @@ def test_omnet_biases_as_the_prototxts():
 
 
 def test_omnet_paper_cells_derived_from_the_text():
+    from brats_lib.papers.omnet_cga import paper as OMP
     from brats_lib.papers.omnet_cga import pipeline as OM
 
-    t = OM.paper_table1()
+    t = OMP.paper_table1()
     assert t.loc["OM-Net + CGA", "Dice TC"] == pytest.approx(82.15)
     assert t.loc["OM-Net + CGA", "Dice ET"] == pytest.approx(80.73)
     assert t.loc["OM-Netp", "Dice TC"] == pytest.approx(82.47)
@@ -509,8 +510,8 @@ def test_claim_table_formatting_and_explanation():
 def _claim_columns(module: str) -> set[str]:
     """The per-case columns each notebook builds for ``module`` (from the library's scorers)."""
     from brats_lib.papers.attention_r2unet_mtds import pipeline as AR
-    from brats_lib.papers.cross_modality import pipeline as CM
     from brats_lib.metrics import case_scores
+    from brats_lib.papers.cross_modality import paper as CMP
 
     lab = np.zeros((6, 6, 6), np.uint8)
     lab[1:4, 1:4, 1:4] = L.ED
@@ -520,7 +521,7 @@ def _claim_columns(module: str) -> set[str]:
     if module == "attention_r2unet_mtds":
         return set(AR.score_case(AR.reference_masks(lab), lab))
     if module == "cross_modality":
-        return {c.replace("HD95", "Hausdorff95") for c in scores} | set(CM.COLUMNS)
+        return {c.replace("HD95", "Hausdorff95") for c in scores} | set(CMP.COLUMNS)
     return scores | {"Dice mean"}
 
 
@@ -531,12 +532,17 @@ def test_claim_lists_name_rows_and_columns_that_exist():
     from brats_lib.papers.omnet_cga import pipeline as OM
     from brats_lib.papers.optimized_unet import pipeline as OU
     from brats_lib.claims import Claim
+    from brats_lib.papers.attention_r2unet_mtds import paper as ARP
+    from brats_lib.papers.cross_modality import paper as CMP
+    from brats_lib.papers.hnfnetv2 import paper as HNP
+    from brats_lib.papers.omnet_cga import paper as OMP
+    from brats_lib.papers.optimized_unet import paper as OUP
 
     rows = {"omnet_cga": {r.label for r in OM.TABLE1_ROWS}, "cross_modality": {r.label for r in CM.TABLE_ROWS},
             "hnfnetv2": set(HN.ROWS.values()), "attention_r2unet_mtds": set(AR.RUNS),
-            "optimized_unet": set(OU.RUNS) | set(OU.TABLE4_ROWS)}
-    modules = {"omnet_cga": OM, "cross_modality": CM, "hnfnetv2": HN, "attention_r2unet_mtds": AR,
-               "optimized_unet": OU}
+            "optimized_unet": set(OU.RUNS) | set(OUP.TABLE4_ROWS)}
+    modules = {"omnet_cga": OMP, "cross_modality": CMP, "hnfnetv2": HNP, "attention_r2unet_mtds": ARP,
+               "optimized_unet": OUP}
     for name, mod in modules.items():
         columns = _claim_columns(name)
         assert mod.CLAIMS and all(isinstance(c, Claim) for c in mod.CLAIMS), name
@@ -545,17 +551,17 @@ def test_claim_lists_name_rows_and_columns_that_exist():
             assert c.kind == "smallest" or c.metric in columns, (name, c.text, c.metric)
             assert c.source, (name, c.text)
     # the issue's examples: each on the region and metric the paper names
-    om = {(c.better, c.worse): c for c in OM.CLAIMS if c.metric != "Dice WT"}
+    om = {(c.better, c.worse): c for c in OMP.CLAIMS if c.metric != "Dice WT"}
     assert om["OM-Net + CGA", "OM-Net"].metric == "Dice TC" and "2.28" in om["OM-Net + CGA", "OM-Net"].paper
     assert om["MC3", "MC2"].metric == "Dice ET" and ("MC2", "MC1") in om
     assert om["OM-Netp", "OM-Net"].metric == "Dice TC" and "2.6" in om["OM-Netp", "OM-Net"].paper
-    six = [c for c in AR.CLAIMS if "Table 6" in c.source]
+    six = [c for c in ARP.CLAIMS if "Table 6" in c.source]
     assert {c.metric for c in six if c.kind == "first"} == {"Dice WT", "Sensitivity WT", "Specificity WT", "HD95 WT"}
     assert [c.kind for c in six].count("smallest") == 1
-    four = {(c.kind, c.metric) for c in AR.CLAIMS if "Table 4" in c.source}
+    four = {(c.kind, c.metric) for c in ARP.CLAIMS if "Table 4" in c.source}
     assert ("first", "HD95 WT") in four and ("paired", "Sensitivity WT") in four
-    assert {c.metric for c in HN.CLAIMS} == {"Dice mean", "Dice ET", "Dice TC", "Dice WT"}
-    assert any(c.metric == "Dice ET" for c in OU.CLAIMS)  # post-processing acts on ET
+    assert {c.metric for c in HNP.CLAIMS} == {"Dice mean", "Dice ET", "Dice TC", "Dice WT"}
+    assert any(c.metric == "Dice ET" for c in OUP.CLAIMS)  # post-processing acts on ET
 
 
 def test_claim_voxel_counts_of_case_scores_match_numpy():

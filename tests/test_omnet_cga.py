@@ -1,6 +1,8 @@
 """OM-Net + CGA: network sizes against the authors' counts, CGA equations, the multi-task
 step (concatenate / split, data transfer, curriculum, cross-task flow), overlap-tile
-inference, the cascade fusion, post-processing and the notebook."""
+inference, the cascade fusion, post-processing, the CGA* fold ensemble, the notebook's
+tables and figures (report) and the notebook."""
+import dataclasses
 import json
 
 import numpy as np
@@ -10,11 +12,13 @@ import torch
 
 from brats_lib import labels as L
 from brats_lib import models
-from brats_lib.papers.omnet_cga import pipeline as OM
+from brats_lib.data import LoadedCase
+from brats_lib.papers.omnet_cga import ensemble as E, paper as PAPER, pipeline as OM, report as R
 from brats_lib.app import profiles as params
-from brats_lib.app import runner
 from brats_lib.complexity import complexity
 from brats_lib.papers.omnet_cga.networks import CGA, OMNet, CORE5, ET5, NCR5, NORMAL5, TUMOUR5, channel_importance
+from brats_lib.papers.omnet_cga.postprocess import tumour_threshold, two_step
+from brats_lib.pipeline import Trained
 from brats_lib.phantoms import make_phantom
 from conftest import run_full_profile
 
@@ -92,8 +96,6 @@ def test_no_gradient_flows_through_the_guidance():
 # ------------------------------------------------------------------ data and the training step
 @pytest.fixture(scope="module")
 def task_cases():
-    from brats_lib.data import LoadedCase
-
     out = []
     for s in range(2):
         img, lab, _ = make_phantom(s, (32, 32, 32), kind="gbm")
@@ -215,8 +217,6 @@ def test_curriculum_trains_stage_by_stage(task_cases, tmp_path):
 
 
 def test_a_stage_ends_when_its_loss_flattens(task_cases, tmp_path):
-    import dataclasses
-
     assert OM.flattened([1.0, 0.95], 0.1) and not OM.flattened([1.0, 0.8], 0.1) and not OM.flattened([1.0, 1.0], 0)
     p = dataclasses.replace(P_TEST, stage_epochs=[3, 3, 1], plateau=1.0)  # any epoch after the first "flattens"
     h = OM.train_row(OM.ROWS["OM-Net"], task_cases, p, tmp_path / "early", seed=0).history
@@ -265,8 +265,6 @@ def test_fuse_goes_coarse_to_fine():
 
 
 def test_cascade_and_one_pass_predict_whole_cases(task_cases):
-    from brats_lib.data import LoadedCase
-
     img, lab, _ = make_phantom(5, (32, 32, 32), kind="gbm")
     lc = LoadedCase("x", img, lab, np.eye(4), None, (1.0, 1.0, 1.0))
     nets = [models.build("omnet_mc1", features=[2, 4, 4, 4], classes=c).eval() for c in (5, 5, 2)]
@@ -287,16 +285,195 @@ def test_postprocessing_removes_small_components_and_relabels_dark_oedema():
     lab[25:27, 25:27, 25:27] = L.ED      # a small component (8 voxels) below tau
     img = np.ones((4, 30, 30, 30), np.float32)
     img[1, 2:12, 2:7] = 0.2              # half of the oedema darker in T1c
-    out = OM.two_step(lab, img, tau_max=50, tau_fraction=0.1, et_max_component=100)
+    out = two_step(lab, img, tau_max=50, tau_fraction=0.1, et_max_component=100)
     assert (out[25:27, 25:27, 25:27] == 0).all()                      # step 1
     assert ((out == L.NCR) == ((lab == L.ED) & (img[1] < 0.5))).all()   # step 2: the darker group
     assert ((out == L.ET) == (lab == L.ET)).all()
     assert ((out > 0) == (lab > 0)).sum() == lab.size - 8                # WT changed only by step 1
-    assert OM.tumour_threshold(np.array([100, 30000])) == 2000
+    assert tumour_threshold(np.array([100, 30000])) == 2000
     # no K-means when ET is large enough
     lab2 = lab.copy()
     lab2[2:12, 2:12, 2:6] = L.ET
-    assert not (OM.two_step(lab2, img, tau_max=50, et_max_component=100) == L.NCR).any()
+    assert not (two_step(lab2, img, tau_max=50, et_max_component=100) == L.NCR).any()
+
+
+# ------------------------------------------------------------------ the paper's numbers (paper.py)
+def test_paper_table1_keeps_recovered_rows_and_derived_cells():
+    t = PAPER.paper_table1()
+    assert list(t.columns) == ["Params (M)", "Dice WT", "Dice TC", "Dice ET"]
+    assert t.loc["MC3", "Params (M)"] == pytest.approx(41.439) and t.loc["OM-Net", "Dice ET"] == pytest.approx(80.87)
+    assert t.loc["OM-Net + CGA", "Dice TC"] == pytest.approx(79.87 + 2.28) and np.isnan(t.loc["OM-Net + CGA", "Dice WT"])
+    assert "OM-Net + CGA" not in PAPER.PAPER_TABLE1.index  # the derived cells do not touch the recovered table
+    assert {r for c in PAPER.CLAIMS for r in c.rows} <= set(OM.ROWS)
+
+
+# ------------------------------------------------------------------ the notebook's tables and figures (report.py)
+def _phantom_case(seed: int, name: str | None = None) -> LoadedCase:
+    img, lab, _ = make_phantom(seed, (32, 32, 32), kind="gbm")
+    return LoadedCase(name or f"c{seed}", img, lab, np.eye(4), None, (1.0, 1.0, 1.0))
+
+
+def test_scale_table_puts_this_run_beside_the_papers_setup():
+    t = R.scale_table(P_TEST)
+    assert list(t.index) == list(PAPER.PAPER_SETUP) and list(t.columns) == ["paper", "this run"]
+    assert t.loc["patch", "paper"] == "32 x 32 x 16" and t.loc["patch", "this run"] == "16 x 16 x 8"
+    assert t.loc["feature maps", "paper"] == "32 x 64 x 128 x 256"
+    assert t.loc["patches", "this run"] == f"{P_TEST.steps_per_epoch * P_TEST.batch_size} per task per epoch"
+    # task 3's ET weight: tumour_weight unless set on its own
+    assert R.scale_table(dataclasses.replace(P_TEST, tumour_weight=3.0, et_weight=None)).iloc[-1, 1] == "3"
+    assert R.scale_table(dataclasses.replace(P_TEST, tumour_weight=3.0, et_weight=5.0)).iloc[-1, 1] == "5"
+    text = R.settings_text(P_TEST)
+    assert "thresholds 0.4 and 0.5" in text and f"min({P_TEST.tau_max:g}, {P_TEST.tau_fraction:g} V_max)" in text
+
+
+def test_model_sizes_count_cascades_and_post_processed_rows():
+    rows = [OM.ROWS[r] for r in ("MC1", "MC2", "OM-Net", "OM-Netp", "OM-Net + CGA")]
+    sizes = R.model_sizes(P_TEST, rows)
+    assert list(sizes.index) == [r.label for r in rows]
+    assert sizes.loc["MC2", "params (M)"] == pytest.approx(2 * sizes.loc["MC1", "params (M)"])
+    assert R.n_params(OM.ROWS["MC3"], [2, 4, 4, 4]) == sum(
+        complexity("omnet_mc1", PATCH, classes=c, features=[2, 4, 4, 4])["params"] for c in (5, 5, 2))
+    assert (sizes.loc["OM-Netp"] == sizes.loc["OM-Net"]).all()  # post-processing adds no parameters
+    assert sizes.loc["OM-Netp", "params (M), paper"] == PAPER.PAPER_PARAMS["OM-Net"]
+    assert np.isnan(sizes.loc["OM-Net + CGA", "ratio"]) and (sizes["ratio"].dropna() - 1).abs().max() < 0.02
+    assert (sizes["params (M), this run"] < sizes["params (M)"]).all()
+    assert "NOT" not in R.model_size_note(sizes)
+    bigger = sizes.copy()
+    bigger.loc["OM-Net + CGA", "params (M)"] = 99.0
+    assert "NOT smaller" in R.model_size_note(bigger)
+
+
+def test_task_regions_count_each_tasks_centres():
+    cases = [_phantom_case(s) for s in range(2)]
+    t = R.task_regions(cases, progress=False)
+    assert list(t.index) == ["mean", "min", "max"] and list(t.columns) == list(R.REGION_NAMES)
+    brain, dilated, core = (OM.task_case(cases[0]).regions[k].sum() for k in range(3))
+    assert t.iloc[:, 0].min() <= brain <= t.iloc[:, 0].max()
+    assert (t.iloc[:, 0] > t.iloc[:, 1]).all() and (t.iloc[:, 1] > t.iloc[:, 2]).all() and 0 < core < dilated
+
+
+def _trained(row: str, fold: int, seconds: float, history: pd.DataFrame | None = None) -> Trained:
+    return Trained(row, fold, [], train_seconds=seconds, state={"history": history if history is not None else pd.DataFrame()})
+
+
+def test_train_seconds_keep_rows_trained_on_their_own():
+    h = pd.DataFrame([{"stage": 2, "task 1": 1.0, "transferred to task 2": 3}])
+    mc3, netd = _trained("MC3", 0, 12.345), _trained("OM-Netd", 1, 2.0, h)
+    trained = {("MC3", 0): mc3, ("MC1", 0): _trained("MC1", 0, 12.345), ("OM-Netd", 1): netd,
+               ("OM-Netp", 0): _trained("OM-Netp", 0, 5.0)}
+    assert R.train_seconds(trained) == {"MC3/fold0": 12.3, "OM-Netd/fold1": 2.0}
+    assert list(R.histories(trained, "OM-Netd")) == [1] and R.histories(trained, "OM-Netd")[1] is h
+
+
+def _per_case(rows=("OM-Net", "OM-Netp", "MC1", "MC3"), n: int = 6) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    out = []
+    for i, row in enumerate(rows):
+        for c in range(n):
+            line = {"row": row, "fold": c % 2, "case": f"c{c}", "seconds": 0.1 * (i + 1) + 0.01 * c}
+            for r in ("WT", "TC", "ET"):
+                line.update({f"Dice {r}": rng.uniform(0.3, 0.9), f"PPV {r}": rng.uniform(0.3, 0.9),
+                             f"Sensitivity {r}": rng.uniform(0.3, 0.9), f"HD95 {r}": rng.uniform(2, 20)})
+            out.append(line)
+    return pd.DataFrame(out)
+
+
+def test_table1_sets_our_means_beside_the_papers():
+    per = _per_case()
+    sizes = pd.DataFrame({"params (M)": [13.9, 13.9, 13.8, 41.5]}, index=["OM-Net", "OM-Netp", "MC1", "MC3"])
+    t = R.table1(per, sizes, rows=["MC1", "OM-Net", "OM-Netp"])
+    assert list(t.index) == ["MC1", "OM-Net", "OM-Netp"]
+    assert t.loc["OM-Netp", "Dice TC (ours)"] == pytest.approx(100 * per[per.row == "OM-Netp"]["Dice TC"].mean())
+    assert t.loc["MC1", "Params (M) (ours)"] == 13.8 and t.loc["OM-Net", "Dice WT (paper)"] == pytest.approx(91.10)
+    assert t.loc["OM-Netp", "Dice TC (paper)"] == pytest.approx(82.47)  # derived from the text
+    assert list(t.columns)[:2] == ["Params (M) (paper)", "Params (M) (ours)"]
+
+
+def test_table1_per_region_intervals_and_paired_tests_against_om_net():
+    per = _per_case()
+    t = R.table1_per_region(per, rows=["OM-Net", "OM-Netp"])
+    assert t.loc["OM-Net", "p Dice WT vs OM-Net"] == "" and float(t.loc["OM-Netp", "p Dice ET vs OM-Net"]) <= 1
+    mean = 100 * per[per.row == "OM-Netp"]["Dice TC"].mean()
+    assert t.loc["OM-Netp", "Dice TC (%)"].startswith(f"{mean:.1f} [")
+    hd = per[per.row == "OM-Net"]["HD95 WT"].mean()
+    assert t.loc["OM-Net", "HD95 WT"].startswith(f"{hd:.1f} [")  # HD95 in mm, not scaled
+    assert len(t.columns) == 3 * (len(R.DETAIL_METRICS) + 1)
+
+
+def test_table1_note_says_whether_the_transfer_moved_patches():
+    none = {0: pd.DataFrame([{"task 1": 1.0, "transferred to task 2": 0}])}
+    some = {0: pd.DataFrame([{"transferred to task 2": 2, "transferred to task 3": 1},
+                             {"transferred to task 2": 1, "transferred to task 3": np.nan}])}
+    assert "exactly as OM-Net0" in R.table1_note(none) and "82.15" in R.table1_note(none)
+    assert "fold 0: 3 to task 2, 1 to task 3" in R.table1_note(some)
+
+
+def test_inference_time_per_row_in_order():
+    per = _per_case(rows=("OM-Net", "MC1", "OM-Net + CGA"))
+    t = R.inference_time(per)
+    assert list(t.index) == list(R.TIMED_ROWS) and t.loc[["MC2", "MC3"]].isna().all().all()
+    assert t.loc["MC1", "mean s / case"] == pytest.approx(per[per.row == "MC1"]["seconds"].mean())
+    assert t.loc["OM-Net + CGA", "max s / case"] == pytest.approx(per[per.row == "OM-Net + CGA"]["seconds"].max())
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    fig = R.inference_time_figure(t.dropna(), "cpu")
+    colours = [matplotlib.colors.to_hex(b.get_facecolor()) for b in fig.axes[0].patches]
+    assert colours == [matplotlib.colors.to_hex(c) for c in ("C7", "C0", "C3")]
+    plt.close(fig)
+
+
+def test_figures_from_trained_rows(tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg")
+    torch.manual_seed(0)
+    h = pd.DataFrame([{"stage": 0, "task 1": 1.0}, {"stage": 1, "task 1": 0.9, "task 2": 1.2,
+                                                   "transferred to task 2": 1},
+                      {"stage": 2, "task 1": 0.8, "task 2": 1.1, "task 3": 0.7, "transferred to task 3": 0}])
+    om = [models.build("omnet_cga", features=[2, 4, 4, 4]).eval()]
+    mc = [models.build("omnet_mc1", features=[2, 4, 4, 4], classes=c).eval() for c in (5, 5, 2)]
+    trained = {(r, 0): Trained(r, 0, mc if OM.ROWS[r].kind == "mc" else om, state={"history": h})
+               for r in ("OM-Net", "OM-Net0", *R.QUALITATIVE_ROWS)}
+    fig = R.curriculum_figure(trained, batch_size=2)
+    assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 3 + 2  # three tasks, two stage boundaries
+    plt.close(fig)
+    case = _phantom_case(5)
+    fig = R.channel_importance_figure(om[0], case, P_TEST, k=5)
+    k = min(5, om[0].backbone.out_channels // 2)  # at most half the channels
+    assert len(fig.axes) == 4 * (k + 1) and fig.axes[1].get_title().startswith("largest m_t")
+    plt.close(fig)
+    fig = R.qualitative_figure(trained, case, "phantom", P_TEST)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "reference" and [t.split("\n")[0] for t in titles[1:]] == list(R.QUALITATIVE_ROWS)
+    pred = OM.predict(OM.ROWS["MC3"], mc, case, P_TEST)
+    assert titles[1].endswith(f"TC Dice {R.tc_dice(pred, case.label):.2f}")
+    plt.close(fig)
+    assert R.tc_dice(case.label, case.label) == pytest.approx(1.0)
+    q = R.real_case_params(dataclasses.replace(P_TEST, real_tile_centre=[4, 4, 2]))
+    assert q.tile_centre == [4, 4, 2] and R.real_case_params(P_TEST).tile_centre == list(P_TEST.tile_centre)
+
+
+# ------------------------------------------------------------------ OM-Net + CGA* (ensemble.py)
+def test_fold_ensemble_trains_one_model_per_fold_and_averages_them(tmp_path):
+    cases = {f"c{s}": _phantom_case(s) for s in range(4)}
+    p = dataclasses.replace(P_TEST, ensemble_folds=2)
+    nets = E.train_fold_ensemble(sorted(cases), cases, p, tmp_path, progress=False)
+    assert len(nets) == 2 and all(isinstance(n, OMNet) for n in nets)
+    assert {d.name for d in tmp_path.iterdir()} == {"fold0", "fold1"}
+    assert any(not torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
+    held = [_phantom_case(9, "held")]
+    scores = E.evaluate_ensemble([nets[0], nets[0]], held, p, progress=False)  # an ensemble of one model twice
+    assert list(scores.row) == [E.STAR.label, E.STAR_P.label, E.SINGLE] and (scores.case == "held").all()
+    star, single = scores.set_index("row").loc[E.STAR.label], scores.set_index("row").loc[E.SINGLE]
+    assert star[["Dice WT", "Dice TC", "Dice ET"]].tolist() == single[["Dice WT", "Dice TC", "Dice ET"]].tolist()
+    single_pred = OM.predict(OM.ROWS["OM-Net + CGA"], nets[:1], held[0], p)
+    wt = 100 * float(2 * ((single_pred > 0) & (held[0].label > 0)).sum() / ((single_pred > 0).sum() + (held[0].label > 0).sum()))
+    assert single["Dice WT"] == pytest.approx(wt)
+    table = E.ensemble_table(pd.concat([scores, scores.assign(case="other", **{"Dice WT": 0.0})]))
+    assert table.loc[E.SINGLE, "Dice WT"] == pytest.approx(wt / 2) and list(table.columns) == ["Dice WT", "Dice TC", "Dice ET"]
 
 
 # ------------------------------------------------------------------ the notebook

@@ -1,6 +1,7 @@
 """Optimized U-Net: networks and variants, DropBlock, augmentation, post-processing,
 searches, predictor files, the predict command and the notebook (test and full profiles)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ import torch
 from brats_lib import labels as L
 from brats_lib import models
 from brats_lib.app import profiles as params
-from brats_lib.app import runner
+from brats_lib.papers.optimized_unet import paper as P
 from brats_lib.papers.optimized_unet import pipeline as OU
+from brats_lib.papers.optimized_unet import report as R
 from brats_lib.augmentation import NnUNetAugmentation
 from brats_lib.app.cli import main as cli
 from brats_lib.complexity import complexity
@@ -272,3 +274,170 @@ def test_notebook_full_profile_code_path_on_a_tiny_folder(tmp_path, phantom_root
             "tta_ablation": 1, "progress": False}
     run_full_profile("optimized_unet", phantom_root, tmp_path, over)
     assert len(list((tmp_path / "runs" / "DCO" / "fold0").glob("lr*"))) == 2
+
+
+# ------------------------------------------------------------------ the paper's numbers (paper.py)
+def test_paper_table_means_of_folds_and_printed_means():
+    t = P.paper_table("table3")
+    assert list(t.columns) == [f"Fold {k}" for k in range(5)] + ["Mean of folds", "Mean (printed)"]
+    assert t.loc["One-hot", "Mean of folds"] == pytest.approx(np.mean([0.9109, 0.9132, 0.9174, 0.9263, 0.9075]))
+    assert t.loc["One-hot", "Mean (printed)"] == 0.9050  # printed mean disagrees with its folds
+    assert all(key in OU.RUNS for rows in P.TABLES.values() for _, key in rows)
+    assert set(P.TABLE_TITLES) == {"table1", "table2", "table3", "table4"}
+
+
+# ------------------------------------------------------------------ the rows x folds loop (pipeline.py)
+def test_final_labels_are_paper_thresholds_then_post_processing():
+    lab, prob = _et_case()
+    prob[0][lab > 0], prob[1][lab > 0] = 0.9, 0.9
+    out = OU.final_labels(prob, P_TEST)
+    expected = OU.remove_small_et(OU.to_labels(prob, OU.PAPER_THRESHOLDS, P_TEST), prob, **OU.PAPER_POSTPROCESS)
+    assert np.array_equal(out, expected)
+    assert (out[15:17, 15:17, 15:17] == L.NCR).all()  # the small, uncertain ET component became NCR
+    assert OU.row_tta("D+C+O", P_TEST) == P_TEST.tta and OU.row_tta("DS", P_TEST) == P_TEST.tta_ablation
+
+
+def _fake_fit(score: float):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    log = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.8], "val_dice_mean": [0.2, score]})
+    return SimpleNamespace(best=[(score, 2, "x")], train_seconds=2.0, val_seconds=0.5, log=log)
+
+
+def test_cross_validate_rows_keeps_the_final_row_s_probabilities(monkeypatch, phantom_root, tmp_path):
+    from brats_lib import pipeline as PL
+
+    seen = []
+
+    def fake(self, row, fold, train, val, p, out_dir, device=None):
+        seen.append((row, out_dir.relative_to(tmp_path).as_posix(), [c.case_id for c in train]))
+        torch.manual_seed(len(seen))
+        nets = [OU.build_model(OU.RUNS[row], p).eval()]
+        return PL.Trained(row, fold, nets, state={"fit": _fake_fit(0.1 * len(seen))})
+
+    monkeypatch.setattr(OU.OptimizedUNetPipeline, "train_fold", fake)
+    cases = {c.case_id: load_case(c) for c in discover_cases(phantom_root)[:3]}
+    ids = sorted(cases)
+    folds = [{"train": ids[:2], "val": ids[2:]}]
+    cv = OU.cross_validate_rows(["DS", "D+C+O"], folds, cases, P_TEST, tmp_path, progress=False)
+    assert seen == [("DS", "DS/fold0", ids[:2]), ("D+C+O", "DCO/fold0", ids[:2])]
+    assert list(cv.per_case.row) == ["DS", "D+C+O"] and set(cv.oof) == {ids[2]}
+    assert cv.best_scores == {("DS", 0): pytest.approx(0.1), ("D+C+O", 0): pytest.approx(0.2)}
+    assert cv.seconds("train_seconds") == 4.0 and cv.seconds("val_seconds") == 1.0
+    lc = cases[ids[2]]
+    prob, ref, fold = cv.oof[ids[2]]
+    final = cv.trained["D+C+O", 0]
+    expected = OU.predict(final.networks, lc, OU.RUNS["D+C+O"], P_TEST, tta=P_TEST.tta)[1]  # the profile's 8 flips
+    assert np.array_equal(prob, expected) and np.array_equal(ref, lc.label) and fold == 0
+    # the ablation rows (tta_ablation = 1) score exactly what the comparison's predict(tta=1) gives
+    pipe = PL.get("optimized_unet")
+    ds = pipe.score(pipe.predict(cv.trained["DS", 0], lc, P_TEST, tta=1), lc)
+    assert cv.per_case.iloc[0][list(ds)].tolist() == pytest.approx(list(ds.values()), nan_ok=True)
+    assert cv.per_case["Dice mean"].iloc[0] == pytest.approx(np.mean([ds[f"Dice {r}"] for r in L.REGIONS]))
+
+
+# ------------------------------------------------------------------ the notebook's tables and figures (report.py)
+def test_method_and_scale_tables_follow_their_sources():
+    aug = NnUNetAugmentation(zoom_p=0.3)
+    table = R.augmentation_table(aug)
+    assert len(table) == 6 and table.set_index("augmentation").loc["zoom", "p"] == 0.3
+    assert "n_t = 73" in R.settings_text() and "0.45 / 0.4 / 0.45" in R.settings_text()
+    scale = R.scale_table(P_TEST)
+    assert scale.loc["patch / window", "this run"] == "32x32x32"
+    assert scale.loc["folds trained", "this run"] == f"{P_TEST.folds} of {P_TEST.n_folds}"
+    assert scale.loc["data", "this run"] == "4 phantoms 32x32x32"
+
+
+def test_model_sizes_at_paper_size_and_this_run():
+    from brats_lib.complexity import count_parameters
+
+    runs = {k: OU.RUNS[k] for k in ("U-Net", "Deeper", "D+C+O")}
+    sizes = R.model_sizes(P_TEST, runs)
+    assert sizes.loc["D+C+O", "params (M), paper size"] == pytest.approx(50.8, rel=0.02)
+    assert sizes.loc["Deeper", "filters at paper size"] == "32 64 128 256 320 320 320"
+    assert sizes.loc["Deeper", "filters from"].startswith("inferred") and sizes.loc["D+C+O", "filters from"] == "NVIDIA's code"
+    ours = count_parameters(OU.build_model(runs["D+C+O"], P_TEST), trainable_only=False) / 1e6
+    assert sizes.loc["D+C+O", "params (M), this run"] == pytest.approx(ours)
+    assert sizes.loc["U-Net", "GMACs at 128^3"] > 0
+
+
+def test_fold_table_and_detail_table():
+    import pandas as pd
+
+    best = {(key, k): 0.5 + 0.1 * k + 0.01 * i for i, key in enumerate(OU.RUNS) for k in range(2)}
+    t1 = R.fold_table("table1", best, 2)
+    assert list(t1.index) == ["U-Net", "UNETR", "SegResNetVAE"]
+    assert t1.loc["UNETR", "Mean (ours)"] == pytest.approx(np.mean([best["UNETR", 0], best["UNETR", 1]]))
+    assert t1.loc["UNETR", "Fold 1 (paper)"] == 0.8976 and t1.columns[-2] == "Mean (paper, printed)"
+    rng = np.random.default_rng(0)
+    rows = []
+    for key in ("DS", "Deeper", "Channels", "One-hot", "D+C+O"):
+        for c in range(8):
+            d = rng.uniform(0.3, 0.9, 3) + (0.05 if key == "D+C+O" else 0)
+            rows.append({"row": key, "case": f"c{c}", **{f"Dice {r}": v for r, v in zip(L.REGIONS, d)},
+                         **{f"HD95 {r}": 10 * v for r, v in zip(L.REGIONS, d)}, "Dice mean": d.mean()})
+    per_case = pd.DataFrame(rows)
+    sizes = pd.DataFrame({"params (M), this run": {k: 0.001 * i for i, k in enumerate(OU.RUNS)}})
+    t3 = R.detail_table("table3", per_case, sizes)
+    assert list(t3.columns)[-2:] == ["params (M)", "p vs DS"] and t3.loc["DS", "p vs DS"] == ""
+    assert t3.loc["D+C+O", "params (M)"] == f"{sizes.loc['D+C+O', 'params (M), this run']:.3f}"
+    mean_dco = per_case[per_case.row == "D+C+O"]["Dice ET"].mean()
+    assert t3.loc["D+C+O", "Dice ET"].startswith(f"{mean_dco:.3f} [")
+    assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", t3.loc["D+C+O", "HD95 WT"])  # one decimal for HD95
+    assert float(t3.loc["Deeper", "p vs DS"]) > 0
+
+
+def _oof_cases():
+    """Two ET-free references whose predictions have 64 + 8 uncertain ET voxels: the paper's
+    post-processing (n_c 16, n_t 73) removes all of it, which scores ET Dice 1 instead of 0."""
+    lab = np.zeros((20, 20, 20), np.uint8)
+    lab[2:12, 2:12, 2:12] = L.ED
+    lab[4:8, 4:8, 4:8] = L.ET          # 64 voxels
+    lab[15:17, 15:17, 15:17] = L.ET    # 8 voxels, a small component
+    prob = np.zeros((3, 20, 20, 20), np.float32)
+    prob[0][lab > 0], prob[1][lab > 0], prob[2][lab == L.ET] = 0.9, 0.9, 0.6
+    ref = lab.copy()
+    ref[ref == L.ET] = L.NCR
+    return {"b": (prob, ref, 1), "a": (prob.copy(), ref.copy(), 0)}
+
+
+def test_searches_and_table4_on_out_of_fold_predictions():
+    from types import SimpleNamespace
+
+    oof = R.out_of_fold(_oof_cases(), P_TEST)
+    assert oof.ids == ["a", "b"] and oof.folds == [0, 1]
+    assert np.array_equal(oof.labels[0], OU.to_labels(oof.probs[0], OU.PAPER_THRESHOLDS, P_TEST))
+    grid, chosen = R.threshold_search(oof, P_TEST)
+    assert list(grid.columns) == ["0.30", "0.50", "0.70"] and len(chosen) == 3
+    counts, best_n = R.voxel_count_search(oof, P_TEST)  # 64 ET voxels survive rule 1: only n_t = 100 removes them
+    assert list(counts.index) == [0, 50, 100] and counts["ET Dice"].tolist() == [0.0, 0.0, 1.0] and best_n == 100
+    assert "Best n_t here: 100; paper: 73." in R.search_text(chosen, best_n)
+    cases = {c: SimpleNamespace(spacing=(1.0, 1.0, 1.0)) for c in oof.ids}
+    short, long = R.postprocessing_scores(oof, cases)
+    assert list(short.case) == ["a", "b"] and (short["ET with"] == 1.0).all() and (short["ET without"] == 0.0).all()
+    assert list(long.row) == list(P.TABLE4_ROWS) * 2 and "Dice mean" in long
+    t4 = R.table4(short)
+    assert list(t4.index) == ["without", "with"]
+    assert t4.loc["with", "Mean (ours)"] > t4.loc["without", "Mean (ours)"]
+    assert t4.loc["with", "Fold 1 (paper)"] == 0.9142 and t4.loc["without", "p (Wilcoxon, with vs without)"] == ""
+
+
+def test_report_figures_and_dice_text():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from brats_lib import pipeline as PL
+
+    oof = R.out_of_fold(_oof_cases(), P_TEST)
+    grid = R.threshold_search(oof, P_TEST)[0]
+    assert len(R.threshold_figure(grid).axes) == 2  # the map and its colour bar
+    counts, best_n = R.voxel_count_search(oof, P_TEST)
+    lines = R.voxel_count_figure(counts, best_n).axes[0].lines  # the search, the paper's n_t, the best n_t
+    assert len(lines) == 3 and list(lines[2].get_xdata()) == [best_n, best_n]
+    trained = {(r, 0): PL.Trained(r, 0, [], state={"fit": _fake_fit(0.5)}) for r in ("DS", "D+C+O")}
+    fig = R.training_curves_figure(trained, ["DS", "D+C+O"])
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+    lab, _ = _et_case()
+    assert R.dice_text(lab, lab) == "ET 1.00, TC 1.00, WT 1.00"

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from brats_lib import figures as FG, manifest as MF, paths, statistics as ST, tables as T
-from brats_lib.app import session
+from brats_lib import figures as FG, manifest as MF, statistics as ST, tables as T
 from conftest import REPO
 
 

@@ -14,14 +14,15 @@ our copy; ``notebooks/papers.md`` rebuilds the equations from the prose.
 * Section 3.4 - the slices of a case stacked into 3D; the largest tumour component kept
   and every other one smaller than a tenth of it removed.
 * Section 3.5 - DSC, sensitivity, specificity, HD95 for WT and each sub-region.
-* Tables 1, 3, 4, 6 - the rows (:data:`TABLES`) and the paper's qualitative claims
-  (:data:`CLAIMS`: its numbers were lost).
+* Tables 1, 3, 4, 6 - the trained rows (:data:`RUNS`); the tables' rows and the paper's
+  qualitative claims are in :mod:`~brats_lib.papers.attention_r2unet_mtds.paper`.
+* :func:`cross_validate_rows` - every row on every fold, scored on the masks of Section 3.5.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,21 +30,23 @@ import torch
 import torch.nn as nn
 from monai.losses import DiceCELoss
 from scipy import ndimage
+from tqdm.auto import tqdm
 
 from brats_lib import labels as L
 from brats_lib import models
 from brats_lib import preprocess as P
 from brats_lib.augmentation import FlipAugmentation
-from brats_lib.claims import Claim
 from brats_lib.data import LoadedCase
 from brats_lib.metrics import binary_metrics
 from brats_lib.sampling import SliceDataset, center_crop_2d
 from brats_lib.precision import autocast
-from brats_lib.training import FitResult, TrainConfig, fit, load_weights
-from brats_lib.pipeline import Pipeline, Trained, register
+from brats_lib.io import load_weights
+from brats_lib.training import FitResult, TrainConfig, fit
+from brats_lib.inference import flip_average
+from brats_lib.pipeline import Pipeline, Prediction, Trained, get, register
 
-#: Section 3.1.2: the centre crop of every 240 x 240 axial slice
-PAPER_CROP = (144, 176)
+from .paper import PROPOSED
+
 #: output channels in the order the networks give them: main head, then the three heads
 OUTPUTS = ("WT", "ET", "NCR", "ED")
 #: the regions scored (Section 3.5): the whole tumour and each sub-region
@@ -60,11 +63,14 @@ class Run:
 
     @property
     def heads(self) -> bool:
+        """Whether the network has auxiliary heads (deep supervision)."""
         return self.supervision != "none"
 
 
+
+#: every trained configuration (the rows of Tables 1, 3, 4 and 6: :data:`~.paper.TABLES`)
 RUNS: dict[str, Run] = {
-    "Proposed (APR + SE-dropout + MTDS)": Run("mtds_attention_r2unet", "multi"),
+    PROPOSED: Run("mtds_attention_r2unet", "multi"),
     "SE without dropout": Run("attention_r2unet_se_nodropout", "multi"),
     "No shortcut, no AGs": Run("attention_r2unet_plain", "none"),
     "Shortcut, no AGs": Run("attention_r2unet_residual", "none"),
@@ -76,55 +82,10 @@ RUNS: dict[str, Run] = {
     "UNet++ (MONAI)": Run("unetplusplus2d", "none"),
     "SegResNet (MONAI)": Run("segresnet2d", "none"),
 }
-PROPOSED = "Proposed (APR + SE-dropout + MTDS)"
-
-#: table -> [(row label, key of RUNS)]; the paper's proposed row is compared against the others
-TABLES: dict[str, list[tuple[str, str]]] = {
-    "table1": [("SE without dropout", "SE without dropout"), ("SE with dropout", PROPOSED)],
-    "table3": [("no shortcut, no AGs", "No shortcut, no AGs"), ("shortcut, no AGs", "Shortcut, no AGs"),
-               ("shortcut + AGs on skips", "Shortcut + AGs on skips (Attention U-Net)"), ("APR", "APR (no DS)")],
-    "table4": [("no deep supervision", "APR (no DS)"), ("single-task DS", "Single-task DS (WT on every head)"),
-               ("MTDS", PROPOSED)],
-    "table6": [("U-Net", "U-Net (MONAI)"), ("Attention U-Net", "Attention U-Net (MONAI)"),
-               ("UNet++", "UNet++ (MONAI)"), ("SegResNet", "SegResNet (MONAI)"), ("Ours", PROPOSED)],
-}
-TABLE_TITLES = {
-    "table1": "Table 1: SE module with or without dropout",
-    "table3": "Table 3: the APR module (without MTDS)",
-    "table4": "Table 4: deep supervision",
-    "table6": "Table 6: retrained comparison models",
-}
-_KEYS = {table: dict(rows) for table, rows in TABLES.items()}  # table -> {row label: key of RUNS}
-
-
-def _first(table: str, label: str, metrics: Sequence[str], text: str, source: str) -> list[Claim]:
-    """``label`` is first among the rows of ``table`` in each of ``metrics``."""
-    among = tuple(_KEYS[table].values())
-    return [Claim(text.format(metric=m), _KEYS[table][label], None, m, kind="first", among=among, source=source)
-            for m in metrics]
-
-
-#: the paper's claims per table (its numbers were lost, the text says which row wins), on
-#: the whole tumour, as Sections 2.1, 3.6 and 3.7 say; rows are the per-case "row" keys (RUNS)
-CLAIMS: list[Claim] = [
-    Claim("dropout in the SE module improves the results", _KEYS["table1"]["SE with dropout"],
-          _KEYS["table1"]["SE without dropout"], "Dice WT", source="Sec. 2.1, Table 1"),
-    *_first("table3", "APR", ("Dice WT", "Sensitivity WT", "HD95 WT"),
-            "APR is first in {metric}", "Sec. 3.6.1, Table 3"),
-    *_first("table4", "MTDS", ("Dice WT", "Sensitivity WT", "Specificity WT", "HD95 WT"),
-            "MTDS is first in every metric: {metric}", "Sec. 3.6.2, Table 4"),
-    *[Claim("no deep supervision beats single-task DS", _KEYS["table4"]["no deep supervision"],
-            _KEYS["table4"]["single-task DS"], m, source="Sec. 3.6.2, Table 4")
-      for m in ("Dice WT", "Sensitivity WT", "HD95 WT")],
-    *_first("table6", "Ours", ("Dice WT", "Sensitivity WT", "Specificity WT", "HD95 WT"),
-            "ours is first in {metric}", "Sec. 3.7, Table 6"),
-    Claim("ours has the fewest parameters", _KEYS["table6"]["Ours"], None, "params (M)", kind="smallest",
-          among=tuple(_KEYS["table6"].values()), source="Sec. 3.7, Table 6"),
-]
-
 
 # ------------------------------------------------------------------ networks and loss
 def build_model(run: Run, p) -> nn.Module:
+    """The network of ``run`` at this run's width (``p.base``) and SE dropout."""
     return models.build(run.model, in_channels=4, base=p.base, se_dropout=p.se_dropout)
 
 
@@ -185,6 +146,7 @@ def train(name: str, fold: int, train_cases: Sequence[LoadedCase], p, out_dir: s
 
 
 def load_final(res: FitResult, name: str, p) -> nn.Module:
+    """Row ``name``'s network with the last epoch's weights of ``res``, in eval mode."""
     return load_weights(build_model(RUNS[name], p), Path(res.out_dir) / "last.pt").eval()
 
 
@@ -255,6 +217,7 @@ def labels_from_masks(masks: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def reference_masks(label: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference's binary masks per scored region, from canonical labels."""
     return {"WT": label > 0, "ET": label == L.ET, "NCR": label == L.NCR, "ED": label == L.ED}
 
 
@@ -273,39 +236,26 @@ def score_case(masks: dict[str, np.ndarray], label: np.ndarray, spacing=None) ->
     return row
 
 
-def summary(per_case: pd.DataFrame, rows: Sequence[tuple[str, str]], base: str, params_m: dict[str, float],
-            digits: int = 3) -> pd.DataFrame:
-    """One table: per row, the mean [95 % CI] of each metric for WT and the sub-regions, the
-    parameters, and the Wilcoxon p-value of the per-case WT Dice against ``base``."""
-    from brats_lib.statistics import format_ci, paired_test
-
-    ref = per_case[per_case.row == base].set_index("case")["Dice WT"]
-    out = {}
-    for label, key in rows:
-        d = per_case[per_case.row == key].set_index("case")
-        row = {}
-        for region in SCORED:
-            for met in METRICS:
-                col = f"{met} {region}"
-                if d[col].notna().any():
-                    row[col] = format_ci(d[col], digits=1 if met == "HD95" else digits)
-        row["params (M)"] = f"{params_m[key]:.3f}"
-        row[f"p vs {dict((k, l) for l, k in rows)[base]}"] = "" if key == base else \
-            f"{paired_test(d['Dice WT'], ref.reindex(d.index)):.3g}"
-        out[label] = row
-    return pd.DataFrame(out).T.fillna("")
-
-
 # ------------------------------------------------------------------ the common interface
+@dataclass
+class MaskPrediction(Prediction):
+    """A :class:`~brats_lib.pipeline.Prediction` with the binary masks the paper scores
+    (Section 3.5): WT, and ET / NCR / ED for rows whose heads are trained on them (MTDS)."""
+
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 @register
 class AttentionR2UNetPipeline(Pipeline):
     """:class:`~brats_lib.pipeline.Pipeline` of the 2D attention R2U-Net with MTDS: slices
     segmented and stacked in 3D (:func:`predict_case`), each head's mask at 0.5, labels
     nested from the WT / TC-like heads (:func:`labels_from_masks`); the submitted (``final``)
-    rule adds the 3D post-processing of Section 3.4."""
+    rule adds the 3D post-processing of Section 3.4. Predictions carry their masks
+    (:class:`MaskPrediction`) and are scored on them (:func:`score_case`)."""
 
     notebook = "attention_r2unet_mtds"
     rows = RUNS
+    training_text = "{epochs} epochs of slices"
 
     def train_fold(self, row, fold, train_cases, val_cases, p, out_dir, device=None) -> Trained:
         res = train(row, fold, train_cases, p, out_dir, device)  # no validation: the last epoch is kept
@@ -318,5 +268,43 @@ class AttentionR2UNetPipeline(Pipeline):
     def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
         return labels_from_masks(masks_from_probabilities(probs, final, p.post_fraction))
 
+    def predict(self, trained, case, p, tta=1, final=False, device=None) -> MaskPrediction:
+        """The labels of :meth:`to_labels` (``tta`` whole-volume flips averaged first), and
+        the scored masks: the sub-regions only where the row's heads learnt them (MTDS)."""
+        probs = flip_average(lambda c: self.probabilities(trained, c, p, device), case, tta)
+        masks = masks_from_probabilities(probs, final, p.post_fraction)
+        scored = masks if RUNS[trained.row].supervision == "multi" else {"WT": masks["WT"]}
+        return MaskPrediction(labels_from_masks(masks), probs, scored)
+
+    def score(self, prediction: MaskPrediction, case) -> dict[str, float]:
+        """Section 3.5: DSC, sensitivity, specificity, HD95 of every scored mask (:func:`score_case`)."""
+        return score_case(prediction.masks, case.label, case.spacing)
+
     def network_inputs(self, trained, p):
         return [((4, *p.crop), int(np.prod(p.crop)))]
+
+
+def cross_validate_rows(rows: Sequence[str], folds: Sequence[Mapping[str, Sequence[str]]],
+                        cases: Mapping[str, LoadedCase], p, runs_dir: str | Path, device=None,
+                        progress: bool = True) -> tuple[pd.DataFrame, dict[tuple[str, int], Trained]]:
+    """Train every row (a key of :data:`RUNS`) on every fold, keep its last epoch, and score
+    it on the fold's validation cases: slices segmented, stacked in 3D, post-processed
+    (``final``), every mask scored (:meth:`AttentionR2UNetPipeline.score`).
+
+    :func:`brats_lib.pipeline.cross_validate` with this paper's per-case table: the mask
+    scores of Section 3.5 (WT, ET, NCR, ED), no ``Dice mean`` of the BraTS regions.
+    Checkpoints go to ``runs_dir/<network>/<supervision>/fold<k>``. Returns the per-case
+    table (row, fold, case, scores) and ``{(row, fold): Trained}``."""
+    pipe = get(AttentionR2UNetPipeline.notebook)
+    trained, table = {}, []
+    bar = tqdm([(r, k) for r in rows for k in range(len(folds))], desc="rows x folds", disable=not progress)
+    for row, k in bar:
+        bar.set_postfix(row=row[:20], fold=k)
+        run, val = RUNS[row], [cases[c] for c in folds[k]["val"]]
+        res = pipe.train_fold(row, k, [cases[c] for c in folds[k]["train"]], val, p,
+                              Path(runs_dir) / run.model / run.supervision / f"fold{k}", device)
+        trained[row, k] = res
+        for lc in val:
+            pred = pipe.predict(res, lc, p, final=True, device=device)
+            table.append({"row": row, "fold": k, "case": lc.case_id, **pipe.score(pred, lc)})
+    return pd.DataFrame(table), trained

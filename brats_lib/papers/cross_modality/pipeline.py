@@ -26,9 +26,16 @@
   :class:`ShapesSegmentation` stands in for PASCAL VOC).
 * Sec. 4.1 - z-scored modalities, patches sampled within the tumour, Adam lr 1e-4, batch 1.
   Inference: sliding window over the brain (the paper gives no details; no TTA).
+* Each pre-training runs once per fold and is shared by the rows that start from it
+  (:func:`pretrain_folds`, :func:`shared_pretraining`); :class:`CrossModalityPipeline` is
+  the common interface (:func:`brats_lib.pipeline.cross_validate` runs every row).
+
+The paper's numbers, titles and claims are in :mod:`~brats_lib.papers.cross_modality.paper`;
+its tables and figures are made by :mod:`~brats_lib.papers.cross_modality.report`.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,31 +45,26 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from scipy import ndimage
 from torch.func import functional_call
+from tqdm.auto import tqdm
 
 from brats_lib import models
-from brats_lib.claims import Claim, lower_is_better
 from brats_lib.data import MODALITIES, LoadedCase
 from brats_lib.inference import predict_case, prepare_image
+from brats_lib.io import load_checkpoint, save_checkpoint
 from brats_lib.losses import label_dice_loss
-from .networks import CrossModalityUNet
-from brats_lib.sampling import EpochSeeded, PatchDataset
-from brats_lib.precision import autocast
-from brats_lib.training import TrainConfig, fit
+from brats_lib.params import as_dict
 from brats_lib.pipeline import Pipeline, Trained, register
+from brats_lib.precision import autocast
+from brats_lib.sampling import EpochSeeded, PatchDataset
+from brats_lib.training import TrainConfig, fit
+from .networks import CrossModalityUNet
+from .paper import PAPER_LAMBDA
 
 #: Sec. 3.3 and Sec. 4.3: (pair A, pair B)
 PAIRINGS = {"paper": (("t1", "t1ce"), ("t2", "flair")), "alternative": (("t1", "flair"), ("t2", "t1ce"))}
-#: Sec. 4.1
-PAPER_PATCH = (128, 128, 128)
-PAPER_LAMBDA = 10.0
-PAPER_LR = 1e-4
-PAPER_BATCH = 1
-
-COLUMNS = [f"{m} {r}" for m in ("Dice", "Sensitivity", "Hausdorff95") for r in ("ET", "WT", "TC", "Average")]
 
 
 @dataclass(frozen=True)
@@ -90,75 +92,6 @@ TABLE_ROWS: list[Row] = [
     Row("Ours (T1+FLAIR / T2+T1c)", pairing="alternative"),
 ]
 ROWS = {r.label: r for r in TABLE_ROWS}
-
-
-def _table(rows: dict[str, Sequence[float]]) -> pd.DataFrame:
-    return pd.DataFrame.from_dict(rows, orient="index", columns=COLUMNS)
-
-
-#: Table 2 (BraTS 2017 validation set, 46 cases)
-PAPER_TABLE2 = _table({
-    "S_A": [.752, .799, .787, .779, .760, .787, .770, .772, 3.735, 11.640, 8.307, 7.894],
-    "S_B": [.429, .886, .656, .657, .471, .875, .643, .663, 13.373, 6.072, 10.781, 10.075],
-    "S_A + S_B": [.672, .864, .759, .765, .715, .834, .709, .753, 7.944, 7.032, 7.824, 7.600],
-    "Ours w/o MG": [.762, .898, .808, .823, .781, .890, .809, .827, 3.144, 5.531, 7.388, 5.354],
-    "Ours w CA": [.765, .896, .799, .820, .776, .884, .753, .804, 3.402, 4.981, 8.066, 5.483],
-    "Ours_random": [.725, .870, .754, .783, .766, .867, .774, .802, 5.826, 6.664, 8.748, 7.079],
-    "Ours_voc": [.725, .879, .778, .794, .768, .899, .766, .811, 5.202, 6.639, 8.642, 6.828],
-    "Ours_self": [.751, .898, .779, .809, .785, .884, .768, .812, 3.161, 4.775, 7.238, 5.058],
-    "Ours": [.757, .900, .828, .828, .756, .904, .792, .817, 3.170, 5.155, 6.999, 5.108],
-})
-#: Table 4 (BraTS 2018 validation set, 66 cases; the text's header is garbled, notebooks/papers.md: ET, WT, TC, Average)
-PAPER_TABLE4 = _table({
-    "S_A": [.786, .807, .812, .802, .862, .816, .826, .835, 4.350, 10.060, 9.670, 8.027],
-    "S_B": [.444, .898, .704, .682, .468, .905, .708, .694, 11.164, 5.212, 9.895, 8.757],
-    "S_A + S_B": [.721, .873, .797, .797, .770, .863, .782, .805, 4.255, 6.301, 7.323, 5.960],
-    "Ours w/o MG": [.781, .900, .822, .834, .794, .916, .836, .849, 3.948, 4.449, 7.348, 5.248],
-    "Ours w CA": [.788, .901, .833, .841, .836, .921, .829, .862, 3.788, 5.140, 6.265, 5.064],
-    "Ours_random": [.755, .873, .771, .800, .772, .886, .811, .823, 5.340, 6.084, 9.082, 6.835],
-    "Ours_voc": [.760, .896, .785, .814, .744, .911, .747, .800, 3.300, 4.700, 8.427, 5.476],
-    "Ours_self": [.767, .898, .832, .833, .767, .886, .821, .825, 3.029, 5.272, 6.296, 4.865],
-    "Ours": [.791, .903, .836, .843, .846, .919, .835, .867, 3.992, 4.998, 6.369, 5.120],
-})
-# Sec. 4.3: the alternative pairing on BraTS 2018, averages only
-PAPER_TABLE4.loc["Ours (T1+FLAIR / T2+T1c)", ["Dice Average", "Sensitivity Average", "Hausdorff95 Average"]] = \
-    [0.822, 0.844, 5.789]
-
-#: what Sections 4.2-4.3 say of the rows of Tables 2 and 4 (the metric each sentence names)
-CLAIMS: list[Claim] = [
-    Claim("S_A segments ET better than S_B", "S_A", "S_B", "Dice ET", source="Sec. 4.2-4.3, Tables 2, 4"),
-    Claim("S_B segments WT better than S_A", "S_B", "S_A", "Dice WT", source="Sec. 4.2-4.3, Tables 2, 4"),
-    Claim("S_A + S_B beats S_B", "S_A + S_B", "S_B", "Dice Average", source="Sec. 4.2-4.3, Tables 2, 4"),
-    Claim("S_A + S_B is worse than S_A", "S_A", "S_A + S_B", "Dice Average", source="Sec. 4.2-4.3, Tables 2, 4"),
-    Claim("the fusion branch beats S_A + S_B (Ours w/o MG)", "Ours w/o MG", "S_A + S_B", "Dice Average",
-          source="Sec. 4.2, Table 2"),
-    Claim("ours beats S_A + S_B by 4.6 % Dice", "Ours", "S_A + S_B", "Dice Average", source="Sec. 4.3, Table 4",
-          paper="+4.6 % Dice (BraTS 2018)"),
-    Claim("mask guidance helps (Ours vs w/o MG)", "Ours", "Ours w/o MG", "Dice Average", source="Sec. 4.2, Table 2"),
-    Claim("mask guidance beats conventional attention", "Ours", "Ours w CA", "Dice Average",
-          source="Sec. 4.2-4.3, Tables 2, 4"),
-    Claim("CMFT pre-training beats random initialisation", "Ours", "Ours_random", "Dice Average",
-          source="Sec. 4.2-4.3, Tables 2, 4"),
-    Claim("CMFT pre-training beats 2D RGB pre-training", "Ours", "Ours_voc", "Dice Average",
-          source="Sec. 4.2-4.3, Tables 2, 4"),
-    Claim("CMFT pre-training beats self-reconstruction", "Ours", "Ours_self", "Dice Average",
-          source="Sec. 4.2-4.3, Tables 2, 4"),
-    Claim("self-reconstruction beats random initialisation", "Ours_self", "Ours_random", "Dice Average",
-          source="Sec. 4.2, Table 2"),
-    Claim("the paper's pairing beats (T1+FLAIR / T2+T1c)", "Ours", "Ours (T1+FLAIR / T2+T1c)", "Dice Average",
-          source="Sec. 4.3", paper="0.843 vs 0.822 Dice (BraTS 2018)"),
-]
-
-
-def holds_in(table: pd.DataFrame, claim: Claim) -> str:
-    """Whether ``claim`` holds in a table of means (the paper's Table 2 or 4): yes / no /
-    tie, n/a where the table lacks a row or cell."""
-    a, b = (table.loc[r, claim.metric] if r in table.index else np.nan for r in (claim.better, claim.worse))
-    if not (np.isfinite(a) and np.isfinite(b)):
-        return "n/a"
-    if abs(a - b) < 1e-9:
-        return "tie"
-    return "yes" if (a < b if lower_is_better(claim.metric) else a > b) else "no"
 
 
 def pair_indices(pairing: str = "paper") -> tuple[tuple[int, int], tuple[int, int]]:
@@ -384,6 +317,72 @@ def pretrain(kind: str, cases: Sequence[tuple[np.ndarray, np.ndarray]], p, out_d
     raise ValueError(f"unknown pre-training {kind!r}; expected cmft, self, voc2d or random")
 
 
+# ------------------------------------------------------------------ one pre-training per fold, shared by its rows
+#: the pre-trainings the rows of :data:`TABLE_ROWS` start from, (kind, pairing), in the order they run
+PRETRAININGS: list[tuple[str, str]] = [("cmft", "paper"), ("cmft", "alternative"), ("self", "paper"),
+                                       ("voc2d", "paper"), ("random", "paper")]
+
+
+def pretrain_folder(rows_dir: str | Path, kind: str, pairing: str, fold_folder: str) -> Path:
+    """Where a fold's pre-training is kept: ``<rows_dir>/pretrain/<kind>-<pairing>/<fold
+    folder>``, beside the rows' own ``<rows_dir>/<row>/<fold folder>``."""
+    return Path(rows_dir) / "pretrain" / f"{kind}-{pairing}" / fold_folder
+
+
+def _fingerprint(kind: str, pairing: str, seed: int, case_ids: Sequence[str], p) -> str:
+    """What decides a pre-training's weights, as text: a kept one is reused only on a match."""
+    return json.dumps({"kind": kind, "pairing": pairing, "seed": seed, "cases": list(case_ids),
+                       "params": as_dict(p)}, sort_keys=True, default=str)
+
+
+def _restore(saved: dict, p) -> Pretrained:
+    """A kept pre-training (:func:`shared_pretraining`) back as :class:`Pretrained`."""
+    gens = []
+    for key in ("g_a", "g_b"):
+        g = models.build("cmft_generator", in_channels=2, out_channels=2, features=p.features)
+        g.load_state_dict(saved[key])
+        gens.append(g.eval())
+    return Pretrained(saved["kind"], *gens, pd.DataFrame(saved["history"]), float(saved["seconds"]))
+
+
+def shared_pretraining(kind: str, pairing: str, fold: int, train: Sequence[LoadedCase | tuple], p,
+                       folder: str | Path, device=None) -> tuple[Pretrained, bool]:
+    """Phase 1 of one fold, run once and shared by every row that starts from it: the
+    pre-training ``kind`` on the fold's training cases ``train`` (seed ``p.seed + 1000 *
+    fold``). A finished one kept in ``folder`` for the same kind, pairing, seed, cases and
+    parameters is loaded (``(pre, False)``); otherwise it runs, is kept there (loaded cases
+    only: they have ids) and ``(pre, True)`` returned. ``"random"`` has nothing to keep."""
+    seed, folder = p.seed + 1000 * fold, Path(folder)
+    ids = [c.case_id for c in train if not isinstance(c, tuple)]
+    key, path = _fingerprint(kind, pairing, seed, ids, p), folder / "pretrained.pt"
+    keep = kind != "random" and len(ids) == len(train)
+    if keep and path.exists():
+        saved = load_checkpoint(path)
+        if saved["fingerprint"] == key:
+            return _restore(saved, p), False
+    cases = [c if isinstance(c, tuple) else training_case(c) for c in train]
+    pre = pretrain(kind, cases, p, folder, seed=seed, pairing=pairing, device=device)
+    if keep:
+        save_checkpoint(path, fingerprint=key, kind=kind, g_a=pre.g_a.state_dict(), g_b=pre.g_b.state_dict(),
+                        history=pre.history.to_dict("list"), seconds=pre.seconds)
+    return pre, True
+
+
+def pretrain_folds(folds: Sequence[dict], cases: dict[str, LoadedCase], p, rows_dir: str | Path, device=None,
+                   progress: bool = True) -> dict[tuple[str, str, int], Pretrained]:
+    """Phase 1 of the notebook: every pre-training of :data:`PRETRAININGS` once per fold
+    (``folds[k]["train"]``, ids of ``cases``), kept under ``rows_dir`` where
+    :meth:`CrossModalityPipeline.train_fold` of the rows that start from it finds it.
+    Returns ``{(kind, pairing, fold): Pretrained}``."""
+    out = {}
+    jobs = [(kp, k) for kp in PRETRAININGS for k in range(len(folds))]
+    for (kind, pairing), k in tqdm(jobs, desc="pre-trainings x folds", disable=not progress):
+        train = [cases[c] for c in folds[k]["train"]]
+        out[kind, pairing, k], _ = shared_pretraining(kind, pairing, k, train, p,
+                                                      pretrain_folder(rows_dir, kind, pairing, f"fold{k}"), device)
+    return out
+
+
 def transfer(branch: CrossModalityUNet, source: nn.Module) -> CrossModalityUNet:
     """Sec. 4.1: copy a pre-trained generator into a branch, all layers but the last
     (1 kernel per modality there, 4 class kernels here)."""
@@ -485,12 +484,6 @@ def probabilities(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p, devi
     return probs
 
 
-def timed_predict(nets, lc: LoadedCase, p, device=None) -> tuple[np.ndarray, float]:
-    t = time.perf_counter()
-    labels = predict(nets, lc, p, device)
-    return labels, time.perf_counter() - t
-
-
 @torch.no_grad()
 def _slide(fn, x: np.ndarray, p, device=None) -> np.ndarray:
     dev = torch.device(device or "cpu")
@@ -521,6 +514,12 @@ def branch_predictions(net: nn.Module, lc: LoadedCase, p, device=None) -> dict[s
 
 
 # ------------------------------------------------------------------ the common interface
+def networks(trained: Trained) -> nn.Module | list[nn.Module]:
+    """What :func:`predict` takes for a trained row: its network, or the list whose
+    probabilities it averages (S_A + S_B)."""
+    return trained.networks[0] if len(trained.networks) == 1 else list(trained.networks)
+
+
 @register
 class CrossModalityPipeline(Pipeline):
     """:class:`~brats_lib.pipeline.Pipeline` of cross-modality feature learning: CMFT (or the
@@ -530,16 +529,20 @@ class CrossModalityPipeline(Pipeline):
 
     notebook = "cross_modality"
     rows = ROWS
+    training_text = "CMFT {cmft_epochs} + CMFF {cmff_epochs} x {steps_per_epoch} steps"
 
     def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
-        r = ROWS[row]
+        """Phase 1, the row's pre-training (shared by the fold's rows that start from it:
+        :func:`shared_pretraining`, kept in :func:`pretrain_folder` of ``out_dir``'s
+        ``<rows folder>``), then phase 2 (:func:`train_row`). ``train_seconds`` counts the
+        pre-training only where this call ran it; ``state["cmff_seconds"]`` is phase 2's."""
+        r, out_dir = ROWS[row], Path(out_dir)
+        pre, ran = shared_pretraining(r.init, r.pairing, fold, train, p,
+                                      pretrain_folder(out_dir.parent.parent, r.init, r.pairing, out_dir.name), device)
         cases = [c if isinstance(c, tuple) else training_case(c) for c in train]
-        out_dir = Path(out_dir)
-        pre = pretrain(r.init, cases, p, out_dir / "pretrain", seed=p.seed + 1000 * fold, pairing=r.pairing,
-                       device=device)
         res = train_row(r, pre, cases, p, out_dir / "cmff", seed=p.seed + 1000 * fold + 1, device=device)
-        return Trained(row, fold, [res.net], [res.log], pre.seconds + res.seconds,
-                       {"pretrained": pre, "history": res.history})
+        return Trained(row, fold, [res.net], [res.log], (pre.seconds if ran else 0.0) + res.seconds,
+                       {"pretrained": pre, "history": res.history, "cmff_seconds": res.seconds})
 
     def sources(self, row):
         return ROWS[row].trained_as or (row,)
@@ -549,8 +552,7 @@ class CrossModalityPipeline(Pipeline):
                        sum(t.train_seconds for t in parts))
 
     def probabilities(self, trained, case, p, device=None) -> np.ndarray:
-        nets = trained.networks[0] if len(trained.networks) == 1 else trained.networks
-        return probabilities(nets, case, p, device)
+        return probabilities(networks(trained), case, p, device)
 
     def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
         return np.argmax(probs, axis=0).astype(np.uint8)

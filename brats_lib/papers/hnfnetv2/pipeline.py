@@ -14,87 +14,40 @@
   stride 32 x 32 x 27, predictions of the 8 flip versions and of the overlapping
   patches averaged (uniform weights); ET replaced by NCR/NET when fewer than 200 ET
   voxels are predicted (:func:`~.postprocess.small_et_to_ncr`).
-* Section 4.2 - Table 1 (five-fold cross-validation ablation), Tables 2-3 (the
-  five fold models ensembled), and the paper's numbers (:data:`PAPER_TABLE1` ...).
+* Section 4.2 - Table 1 (five-fold cross-validation ablation: :func:`cross_validate_rows`),
+  Tables 2-3 (the five fold models ensembled: :func:`evaluate_ensemble`). The paper's
+  numbers and claims are in :mod:`~brats_lib.papers.hnfnetv2.paper`, the tables and figures
+  made from these results in :mod:`~brats_lib.papers.hnfnetv2.report`.
 """
 from __future__ import annotations
 
+import dataclasses
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
-from brats_lib import losses, models
+from brats_lib import losses, metrics as M, models
 from .augmentation import HNFNetAugmentation
-from brats_lib.claims import Claim
 from brats_lib.data import LoadedCase
 from brats_lib.inference import predict_case, prepare_image, probabilities_to_labels, save_predictor, validation_fn
 from brats_lib.sampling import PatchDataset
-from brats_lib.training import FitResult, TrainConfig, fit, load_weights
+from brats_lib.io import load_weights
+from brats_lib.training import FitResult, TrainConfig, fit
+from .params import HNFNetv2Params
 from .postprocess import small_et_to_ncr
-from brats_lib.pipeline import Pipeline, Trained, register
+from brats_lib.pipeline import Pipeline, Trained, register, with_dice_mean
+from . import paper
+from .paper import PAPER_CROP, ROWS
 
 #: Section 4.1 pre-processing: intensity window inside the brain, in percent
 CLIP_PERCENTILES = (0.5, 99.5)
-#: Section 4.1: the ET volume under which ET becomes NCR/NET
-PAPER_MIN_ET = 200
-#: Section 4.1 inference geometry at the paper's size
-PAPER_CROP = (176, 224, 155)
-PAPER_PATCH = (128, 128, 128)
-PAPER_STRIDE = (32, 32, 27)
-
-#: Table 1 rows: (label as the paper prints it, registered network)
-TABLE1_ROWS: list[tuple[str, str]] = [
-    ("3D U-Net", "hnf_unet3d"),
-    ("HNF-Net", "hnfnet"),
-    ("HNF-Netv2 (intra-SDE)", "hnfnet_intra"),
-    ("HNF-Netv2 (intra + inter-SDE)", "hnfnetv2"),
-]
-ROWS = dict(TABLE1_ROWS)
-
-#: Table 1 of the paper (BraTS 2021 training set, five-fold cross-validation; Dice in %)
-PAPER_TABLE1 = pd.DataFrame(
-    [[15.80, 1240.27, 85.7795, 87.4699, 92.4132],
-     [16.85, 436.59, 86.6906, 89.5270, 92.8332],
-     [17.31, 436.75, 87.0310, 89.9685, 93.1362],
-     [17.91, 449.79, 87.7336, 90.9558, 93.4373]],
-    index=[r for r, _ in TABLE1_ROWS], columns=["Params (M)", "FLOPs (G)", "Dice ET", "Dice TC", "Dice WT"])
-
-_SUMMARY_COLUMNS = ["Dice ET", "Dice TC", "Dice WT", "HD95 ET", "HD95 TC", "HD95 WT"]
-#: Table 2 (BraTS 2021 validation set, the five fold models ensembled; Dice in %, HD95 in mm)
-PAPER_TABLE2 = pd.DataFrame(
-    [[84.8032, 87.9639, 92.5352, 14.1787, 5.8626, 3.4551],
-     [90.1445, 94.0622, 94.4855, 1.4142, 1.7321, 2.2361]],
-    index=["mean", "median"], columns=_SUMMARY_COLUMNS)
-#: Table 3 (BraTS 2021 test set)
-PAPER_TABLE3 = pd.DataFrame(
-    [[87.8514, 87.2985, 92.4919, 8.9184, 16.2530, 4.4895],
-     [93.6785, 95.9990, 95.6831, 1.0, 1.4142, 1.7321]],
-    index=["mean", "median"], columns=_SUMMARY_COLUMNS)
-
-
-def _paper_gain(better: str, worse: str, metric: str) -> str:
-    """Table 1's Dice difference (better - worse, in %) of a per-case column; rows by network."""
-    label = {n: lab for lab, n in TABLE1_ROWS}
-    d = PAPER_TABLE1.loc[label[better], ["Dice ET", "Dice TC", "Dice WT"]] - \
-        PAPER_TABLE1.loc[label[worse], ["Dice ET", "Dice TC", "Dice WT"]]
-    return f"{(d.mean() if metric == 'Dice mean' else d[metric]):+.4f} Dice %"
-
-
-#: Section 4.2's reading of Table 1: each step improves the Dice of ET, TC and WT (the text
-#: gives every region's gain), and HNF-Netv2 is best; rows are the per-case "row" keys
-CLAIMS: list[Claim] = [
-    Claim(text, better, worse, metric, source="Sec. 4.2, Table 1",
-          paper=_paper_gain(better, worse, metric))
-    for text, better, worse in (("HNF-Net beats the 3D U-Net", "hnfnet", "hnf_unet3d"),
-                                ("intra-SDE improves HNF-Net", "hnfnet_intra", "hnfnet"),
-                                ("inter-SDE improves it further (HNF-Netv2)", "hnfnetv2", "hnfnet_intra"))
-    for metric in ("Dice mean", "Dice ET", "Dice TC", "Dice WT")
-] + [Claim("HNF-Netv2 achieves the best segmentation performance", "hnfnetv2", None, "Dice mean", kind="first",
-           among=tuple(ROWS.values()), source="Sec. 4.2, Table 1", paper="the best row of Table 1 in ET, TC and WT")]
 
 
 # ------------------------------------------------------------------ networks and loss
@@ -212,98 +165,87 @@ def export_predictor(path: str | Path, nets: Sequence[nn.Module], name: str, p) 
                           centre_crop=s["centre_crop"], clip_percentiles=CLIP_PERCENTILES, amp=p.amp)
 
 
-# ------------------------------------------------------------------ tables
-def summary_table(per_case: pd.DataFrame) -> pd.DataFrame:
-    """Mean and median of per-case Dice (in %) and HD95 (mm) per region, as Tables 2-3."""
-    cols = {c: per_case[c] * (100 if c.startswith("Dice") else 1) for c in _SUMMARY_COLUMNS}
-    df = pd.DataFrame(cols)
-    return pd.DataFrame({"mean": df.mean(), "median": df.median()}).T[_SUMMARY_COLUMNS]
+def real_case_params(p: HNFNetv2Params) -> HNFNetv2Params:
+    """``p`` for real BraTS volumes: the paper's 176 x 224 x 155 centre crop whatever the
+    profile's (phantoms are smaller; a profile that crops to the brain keeps doing so), and
+    windows every ``p.real_window_stride`` (default: the patch size, no overlap)."""
+    return dataclasses.replace(p, inference_crop=list(PAPER_CROP) if p.inference_crop else None,
+                               window_stride=list(p.real_window_stride or p.patch_size))
 
 
-# ------------------------------------------------------------------ looking inside the model
-def feature_map_sizes(model: nn.Module, patch: Sequence[int], in_channels: int = 4) -> pd.DataFrame:
-    """Run ``model`` (an :class:`~brats_lib.papers.hnfnetv2.networks.HNFNet`) on a zero (1, C, *patch)
-    input on the meta device and list every stage's feature maps: stage, branch (scale
-    r / 2^k), channels and spatial size, read from the model itself."""
-    import copy
+# ------------------------------------------------------------------ Table 1: every row on every fold
+@dataclass
+class CrossValidation:
+    """Every Table 1 row trained on every fold and scored on the fold's validation cases;
+    keys are ``(network, fold)`` (networks as in :data:`~.paper.ROWS`' values)."""
 
-    net = copy.deepcopy(model).to("meta").eval()
-    x = torch.empty(1, in_channels, *patch, device="meta")
+    #: one row per (network, validation case): row, fold, case, the case_scores columns, Dice mean
+    per_case: pd.DataFrame
+    #: the training runs (logs, checkpoint folder, training and validation seconds)
+    fits: dict[tuple[str, int], FitResult]
+    #: the fold models: the last epoch's weights, in eval mode on the training device
+    networks: dict[tuple[str, int], nn.Module]
+    #: wall time of training plus the validation cases' inference
+    seconds: dict[tuple[str, int], float]
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds in training steps, over every row and fold."""
+        return sum(f.train_seconds for f in self.fits.values())
+
+    @property
+    def val_seconds(self) -> float:
+        """Seconds in the validation function during training (the curves), over every row and fold."""
+        return sum(f.val_seconds for f in self.fits.values())
+
+    def fold_models(self, name: str) -> list[nn.Module]:
+        """The fold models of network ``name`` in fold order: the ensemble of Tables 2-3."""
+        return [self.networks[name, k] for k in sorted(k for n, k in self.networks if n == name)]
+
+    def logs(self, fold: int = 0) -> dict[str, pd.DataFrame]:
+        """Training log (``log.csv``) of every row on ``fold``, by the paper's row label."""
+        return {label: self.fits[name, fold].log for label, name in paper.TABLE1_ROWS}
+
+
+def cross_validate_rows(folds: Sequence[Mapping[str, Sequence[str]]], cases: Mapping[str, LoadedCase],
+                        p: HNFNetv2Params, runs_dir: str | Path, device: torch.device | str | None = None,
+                        progress: bool = True) -> CrossValidation:
+    """Table 1: train each row's network on every fold (:func:`train_fold`, checkpoints in
+    ``runs_dir/<network>/fold<k>``), keep its last epoch (:func:`load_final`), segment the
+    fold's validation cases as Section 4.1 (``p.tta_ablation`` flips per window, the ET
+    rule: :func:`predict`) and score each (:func:`brats_lib.metrics.case_scores`).
+
+    A loop of this paper's own rather than :func:`brats_lib.pipeline.cross_validate`: flips
+    are averaged per window, as the paper describes, where the common
+    :meth:`HNFNetv2Pipeline.predict` flips whole volumes; rows are keyed by network (as
+    :data:`~.paper.CLAIMS` and the checkpoint folders), not by the paper's labels."""
+    fits, nets, seconds, table = {}, {}, {}, []
+    bar = tqdm([(name, k) for name in ROWS.values() for k in range(len(folds))], desc="rows x folds",
+               disable=not progress)
+    for name, k in bar:
+        bar.set_postfix(row=name, fold=k)
+        train = [cases[c] for c in folds[k]["train"]]
+        val = [cases[c] for c in folds[k]["val"]]
+        t = time.time()
+        fits[name, k] = train_fold(name, k, train, val, p, Path(runs_dir) / name / f"fold{k}", device)
+        nets[name, k] = net = load_final(fits[name, k], name, p).to(device)
+        for lc in val:
+            labels, _ = predict(net, lc, p, tta=p.tta_ablation, device=device)
+            table.append({"row": name, "fold": k, "case": lc.case_id, **M.case_scores(labels, lc.label, lc.spacing)})
+        seconds[name, k] = time.time() - t
+    return CrossValidation(with_dice_mean(pd.DataFrame(table)), fits, nets, seconds)
+
+
+def evaluate_ensemble(nets: Sequence[nn.Module], cases: Sequence[LoadedCase], p: HNFNetv2Params,
+                      device: torch.device | str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Tables 2-3 style: the fold models ensembled (probabilities averaged) segment each of
+    ``cases`` with ``p.tta`` flips and the ET rule; one row per case (``case`` and the
+    :func:`~brats_lib.metrics.case_scores` columns), empty without cases."""
     rows = []
-
-    def add(stage, k, t):
-        rows.append({"stage": stage, "scale": "r" if k == 0 else f"r/{2 ** k}", "level": k,
-                     "channels": int(t.shape[1]), "size": "x".join(str(int(s)) for s in t.shape[2:])})
-
-    with torch.no_grad():
-        skip = net.encoder(x)
-        add("encoder", 0, skip)
-        xs = [net.down(skip)]
-        for m, module in enumerate(net.pmf):
-            xs = module(xs)
-            for b, t in enumerate(xs):
-                add(f"PMF{m + 1}", b + 1, t)
-            if m < len(net.transitions):
-                if net.inter_sde is not None and m == len(net.pmf) - 2:
-                    xs = net.inter_sde(xs)
-                    for b, t in enumerate(xs):
-                        add("inter-SDE", b + 1, t)
-                xs = xs + [net.transitions[m](xs[-1])]
-        _, _, mixed = net.features(x)
-        add("concat + EMA", 1, mixed)
-        y = net.reduce(net.ema(mixed))
-        add("1x1 conv", 1, y)
-        add("decoder", 0, net.decoder(skip))
-        add("output", 0, net.head(skip))
+    for lc in tqdm(cases, desc="ensemble on held-out cases", disable=not progress):
+        labels, _ = predict(list(nets), lc, p, tta=p.tta, device=device)
+        rows.append({"case": lc.case_id, **M.case_scores(labels, lc.label, lc.spacing)})
     return pd.DataFrame(rows)
-
-
-def plot_architecture(sizes: pd.DataFrame, title: str = ""):
-    """Draw :func:`feature_map_sizes` as HNF-Net's Fig. 2: one column per stage, one row per
-    scale, each feature map a box whose height grows with its channels."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
-    stages = list(dict.fromkeys(sizes["stage"]))
-    levels = sorted(sizes["level"].unique())
-    cmax = sizes["channels"].max()
-    fig, ax = plt.subplots(figsize=(1.5 * len(stages) + 1, 1.1 * len(levels) + 1))
-    for _, r in sizes.iterrows():
-        i, j = stages.index(r["stage"]), levels.index(r["level"])
-        h = 0.25 + 0.6 * np.sqrt(r["channels"] / cmax)
-        ax.add_patch(FancyBboxPatch((i - 0.35, -j - h / 2), 0.7, h, boxstyle="round,pad=0.02",
-                                    fc=plt.cm.viridis(j / max(len(levels) - 1, 1)), alpha=0.6, ec="k"))
-        ax.text(i, -j, f"{r['channels']}\n{r['size']}", ha="center", va="center", fontsize=7)
-    ax.set(xlim=(-0.6, len(stages) - 0.4), ylim=(-len(levels) + 0.3, 0.7), xticks=range(len(stages)),
-           yticks=[-j for j in range(len(levels))], title=title)
-    ax.set_xticklabels(stages, fontsize=8, rotation=20)
-    ax.set_yticklabels([sizes[sizes.level == lv]["scale"].iloc[0] for lv in levels])
-    ax.set_frame_on(False)
-    fig.tight_layout()
-    return fig
-
-
-@torch.no_grad()
-def ema_attention(model: nn.Module, image: np.ndarray, min_size: Sequence[int] = (32, 32, 32), device=None) -> np.ndarray:
-    """Responsibilities z of the EMA bases for one network input (4, X, Y, Z): (K, X/2, Y/2, Z/2)
-    (sizes rounded up to even), summing to 1 over K at every voxel. The input is zero-padded
-    (at the far end) to a multiple of the network's divisor and at least ``min_size`` (instance norm needs more
-    than one voxel at r/16), and the map cropped back."""
-    div = model.divisor
-    size = [max(int(m), -(-s // div) * div) for s, m in zip(image.shape[1:], min_size)]
-    x = np.pad(np.asarray(image, np.float32), [(0, 0)] + [(0, n - s) for n, s in zip(size, image.shape[1:])])
-    ema = model.ema
-    ema.keep_attention = True
-    try:
-        model.eval()
-        dev = device or next(model.parameters()).device
-        model(torch.from_numpy(np.ascontiguousarray(x))[None].to(dev))
-        z = ema.last_attention[0]                        # (N, K)
-    finally:
-        ema.keep_attention = False
-    z = z.T.reshape(z.shape[1], *[s // 2 for s in size]).cpu().numpy()
-    keep = [-(-s // 2) for s in image.shape[1:]]
-    return z[:, : keep[0], : keep[1], : keep[2]]
 
 
 # ------------------------------------------------------------------ the common interface

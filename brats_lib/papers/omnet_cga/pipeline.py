@@ -22,6 +22,10 @@ Tumor Segmentation" (IEEE TIP 2020): the experiment pipeline, read beside Sectio
 * Section III-D, post-processing - :func:`~.postprocess.two_step`.
 * Section IV-C - softmax cross-entropy, SGD momentum 0.99, lr 1e-3 halved every 4 epochs,
   weight decay 5e-4, batch 20 per task; MC networks 20 epochs, OM-Net 1 + 1 + 18.
+
+The paper's numbers and claims are in :mod:`~brats_lib.papers.omnet_cga.paper`, the
+notebook's tables and figures in :mod:`~brats_lib.papers.omnet_cga.report`, the CGA* fold
+ensemble (Section V-C) in :mod:`~brats_lib.papers.omnet_cga.ensemble`.
 """
 from __future__ import annotations
 
@@ -40,25 +44,17 @@ from scipy import ndimage
 from brats_lib import labels as L
 from brats_lib import models
 from brats_lib import preprocess as P
-from brats_lib.claims import Claim
 from brats_lib.data import LoadedCase
 from brats_lib.inference import prepare_image
 from .networks import CORE5, ED5, ET5, NCR5, NORMAL5, TUMOUR5
 from brats_lib.sampling import EpochSeeded, random_patch
 from brats_lib.precision import autocast
-from brats_lib.training import FitResult, TrainConfig, fit, load_weights
-from .postprocess import tumour_threshold, two_step
+from brats_lib.io import load_weights
+from brats_lib.training import TrainConfig, fit
+from .postprocess import two_step
 from brats_lib.pipeline import Pipeline, Prediction, Trained, register
+from .paper import PAPER_DILATION, TRANSFER_THRESHOLDS
 
-#: Section III-A geometry
-PAPER_PATCH = (32, 32, 16)
-PAPER_CENTRE = (20, 20, 5)
-PAPER_DILATION = 5
-#: Ineq. 1-2: fraction of tumour (core) voxels for a patch to join task 2 (task 3)
-TRANSFER_THRESHOLDS = (0.4, 0.5)
-#: Section IV-C: epochs of the three curriculum steps, and of each MC network
-PAPER_STAGE_EPOCHS = (1, 1, 18)
-PAPER_MC_EPOCHS = 20
 
 #: canonical label -> 5-class index (background and normal brain are told apart by the brain mask)
 _TO_FIVE = {L.NCR: NCR5, L.ED: ED5, L.ET: ET5}
@@ -97,80 +93,12 @@ TABLE1_ROWS: list[Row] = [
 ]
 ROWS = {r.label: r for r in TABLE1_ROWS}
 
-#: the authors' parameter counts (millions; notebooks/papers.md, from their prototxts and Table I)
-PAPER_PARAMS = {"MC1": 13.813, "MC2": 27.626, "MC3": 41.439, "OM-Net0": 13.869, "OM-Netd": 13.869,
-                "OM-Net": 13.869, "OM-Net + SE": 13.870}
-#: Table I (BraTS 2018 local validation subset, Dice %): the rows recovered in notebooks/papers.md
-PAPER_TABLE1 = pd.DataFrame(
-    [[90.41, 78.48, 72.91], [91.08, 79.11, 75.14], [91.08, 79.11, 79.53], [90.40, 79.41, 79.96],
-     [91.11, 79.93, 80.26], [91.10, 79.87, 80.87], [91.03, 80.20, 80.72]],
-    index=["MC1", "MC2", "MC3", "OM-Net0", "OM-Netd", "OM-Net", "OM-Net + SE"],
-    columns=["Dice WT", "Dice TC", "Dice ET"])
-#: Table I cells whose numbers are lost but follow from the text (Section V-A): (row, column)
-#: -> (value, how it is derived). Shown beside the recovered rows and marked as derived.
-PAPER_DERIVED = {
-    ("OM-Net + CGA", "Dice TC"): (round(79.87 + 2.28, 2), "OM-Net's 79.87 + 2.28 (\"outperforms OM-Net by as much as 2.28 %\")"),
-    ("OM-Net + CGA", "Dice ET"): (round(80.87 - 0.14, 2), "OM-Net's 80.87 - 0.14 (\"a slight performance drop ... of 0.14 %\")"),
-    ("OM-Netp", "Dice TC"): (round(79.87 + 2.6, 2), "about OM-Net's 79.87 + 2.6 (\"improves ... tumor core by 2.6 %\")"),
-    ("OM-Netp", "Params (M)"): (PAPER_PARAMS["OM-Net"], "OM-Net's: post-processing adds no parameters"),
-}
-
-
-def paper_table1() -> pd.DataFrame:
-    """Table I as far as it is known: the recovered rows, the parameter counts and the
-    :data:`PAPER_DERIVED` cells (their derivation is listed by the notebook)."""
-    paper = PAPER_TABLE1.copy()
-    paper.insert(0, "Params (M)", pd.Series(PAPER_PARAMS))
-    for (row, col), (value, _) in PAPER_DERIVED.items():
-        paper.loc[row, col] = value
-    return paper
-
-
 def transfer_counts(history: pd.DataFrame) -> dict[str, int]:
     """Patches moved by the online data transfer over a run (Ineq. 1-2), from
     :attr:`MultiTaskStep.history`: zero for both tasks means OM-Netd trained exactly as
     OM-Net0 (no patch qualified)."""
     return {k: int(history[k].fillna(0).sum()) if k in history else 0
             for k in ("transferred to task 2", "transferred to task 3")}
-
-
-def _paper_gain(better: str, worse: str) -> str:
-    """Table I's Dice differences (better - worse) per region, as recovered."""
-    d = PAPER_TABLE1.loc[better] - PAPER_TABLE1.loc[worse]
-    return ", ".join(f"{c.split()[1]} {v:+.2f}" for c, v in d.items()) + " (Dice %)"
-
-
-#: what Section V-A says of Table I's rows, each on the region the text names (mean Dice
-#: of ET, TC, WT where it names none); checked by :func:`brats_lib.claims.check_claims`
-CLAIMS: list[Claim] = [
-    Claim("more models in MC, better Dice: MC2 beats MC1", "MC2", "MC1", "Dice mean", source="Sec. V-A1, Table I",
-          paper=_paper_gain("MC2", "MC1")),
-    Claim("more models in MC, better Dice: MC3 beats MC2 (its third network decides ET only)", "MC3", "MC2",
-          "Dice ET", source="Sec. V-A1, Table I", paper=_paper_gain("MC3", "MC2")),
-    Claim("OM-Net beats MC3, especially on TC and ET", "OM-Net", "MC3", "Dice mean", source="Sec. V-A2, Table I",
-          paper=_paper_gain("OM-Net", "MC3")),
-    Claim("OM-Net beats OM-Net0 (curriculum + data transfer)", "OM-Net", "OM-Net0", "Dice mean",
-          source="Sec. V-A2, Table I", paper=_paper_gain("OM-Net", "OM-Net0")),
-    Claim("OM-Net beats OM-Netd (curriculum)", "OM-Net", "OM-Netd", "Dice mean", source="Sec. V-A2, Table I",
-          paper=_paper_gain("OM-Net", "OM-Netd")),
-    Claim("OM-Net + CGA beats OM-Net by as much as 2.28 on TC Dice", "OM-Net + CGA", "OM-Net", "Dice TC",
-          source="Sec. V-A3, Table I", paper="+2.28 TC Dice"),
-    Claim("OM-Net + CGA beats OM-Net + SE", "OM-Net + CGA", "OM-Net + SE", "Dice mean", source="Sec. V-A3, Table I"),
-    Claim("OM-Net + CGA significantly beats CGA- (Pt, Pn in CompSeg)", "OM-Net + CGA", "OM-Net + CGA-", "Dice mean",
-          source="Sec. V-A3, Table I", paper="\"significantly outperforms\""),
-    Claim("OM-Net + CGA beats CGAt (upper CompSeg branch only)", "OM-Net + CGA", "OM-Net + CGAt", "Dice mean",
-          source="Sec. V-A3, Table I"),
-    Claim("OM-Net + CGA beats CGAn (lower CompSeg branch only)", "OM-Net + CGA", "OM-Net + CGAn", "Dice mean",
-          source="Sec. V-A3, Table I"),
-    Claim("post-processing improves OM-Net's TC Dice by 2.6", "OM-Netp", "OM-Net", "Dice TC",
-          source="Sec. V-A4, Table I", paper="+2.6 TC Dice"),
-    Claim("post-processing slightly improves OM-Net's WT Dice", "OM-Netp", "OM-Net", "Dice WT",
-          source="Sec. V-A4, Table I", paper="\"slightly\""),
-    Claim("post-processing improves OM-Net + CGA on WT", "OM-Net + CGAp", "OM-Net + CGA", "Dice WT",
-          source="Sec. V-A4, Table I"),
-    Claim("post-processing improves OM-Net + CGA on TC", "OM-Net + CGAp", "OM-Net + CGA", "Dice TC",
-          source="Sec. V-A4, Table I"),
-]
 
 
 # ------------------------------------------------------------------ data
@@ -404,19 +332,30 @@ def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed:
             for k in range(3):
                 step = MultiTaskStep(list(range(k + 1)), transfer=row.transfer, stage=k)
                 longest = total - done if k == 2 else int(p.stage_epochs[k])
-                epoch_losses = []
-                for _ in range(longest):  # one epoch per call, to see the loss flatten
-                    seen = len(step.history)
-                    res = fit(net, loss_function(p.tumour_weight, p.et_weight), ds, train_config(p, done + 1), out_dir, device=device, step_fn=step,
-                              param_groups=caffe_groups)
-                    done += 1
-                    epoch_losses.append(np.mean([h[f"task {k + 1}"] for h in step.history[seen:]]))
-                    if k < 2 and flattened(epoch_losses, p.plateau):
-                        break
+                if longest <= 0:
+                    continue
+                res = fit(net, loss_function(p.tumour_weight, p.et_weight), ds, train_config(p, done + longest), out_dir,
+                          device=device, step_fn=step, param_groups=caffe_groups,
+                          stop=stage_plateau(step, k + 1, p.plateau) if k < 2 else None)
+                done = int(res.log["epoch"].iloc[-1])
                 hist += step.history
         nets.append(net.eval())
         logs.append(res.log)
     return RowResult(nets, logs, pd.DataFrame(hist), time.time() - t0)
+
+
+def stage_plateau(step: MultiTaskStep, task: int, plateau: float) -> Callable[[list[dict]], bool]:
+    """The stop hook of a curriculum stage (:func:`~brats_lib.training.fit`'s ``stop``):
+    after every epoch, the newest task's mean loss over that epoch (from ``step.history``)
+    is appended and :func:`flattened` decides whether the stage ends."""
+    seen, epoch_losses = [len(step.history)], []
+
+    def stop(rows: list[dict]) -> bool:
+        epoch_losses.append(np.mean([h[f"task {task}"] for h in step.history[seen[0]:]]))
+        seen[0] = len(step.history)
+        return flattened(epoch_losses, plateau)
+
+    return stop
 
 
 def flattened(epoch_losses: Sequence[float], plateau: float) -> bool:
@@ -598,12 +537,6 @@ def labels_from_probabilities(row: Row, probs: np.ndarray, lc: LoadedCase, p) ->
     return labels
 
 
-def timed_predict(row: Row, nets, lc: LoadedCase, p, device=None) -> tuple[np.ndarray, float]:
-    t = time.perf_counter()
-    lab = predict(row, nets, lc, p, device)
-    return lab, time.perf_counter() - t
-
-
 # ------------------------------------------------------------------ Fig. 6
 @torch.no_grad()
 def channel_importance_maps(net: nn.Module, lc: LoadedCase, p, z: int | None = None, device=None):
@@ -646,6 +579,7 @@ class OMNetPipeline(Pipeline):
     three tasks' softmax, stacked) and take whole-volume flips; the cascade predicts labels."""
 
     notebook = "omnet_cga"
+    training_text = "curriculum {stage_epochs} x {steps_per_epoch} steps"
     rows = ROWS
 
     def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:

@@ -17,13 +17,16 @@ the experiment pipeline of the paper, read top to bottom beside its Sections 2-3
   chosen by grid search on the cross-validation predictions.
 * Section 3.2 - Adam, weight decay 1e-4, linear warm-up then cosine annealing, k-fold
   cross-validation, the two best checkpoints per fold ensembled by averaging probabilities.
-* Section 3.3 - the rows of Tables 1-4, and the paper's numbers (:data:`PAPER_TABLES`).
+* Section 3.3 - the trained rows of Tables 1-4 (:data:`RUNS`) and the notebook's rows x folds
+  loop (:func:`cross_validate_rows`); the paper's numbers, table rows and claims are in
+  :mod:`~brats_lib.papers.optimized_unet.paper`, the notebook's tables and figures in
+  :mod:`~brats_lib.papers.optimized_unet.report`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,13 +34,15 @@ import torch
 
 from brats_lib import labels as L
 from brats_lib import losses, models
+from brats_lib import pipeline as PL
 from brats_lib.augmentation import DeviceBatch, DeviceNnUNetAugmentation, NnUNetAugmentation
-from brats_lib.claims import Claim
 from brats_lib.data import LoadedCase
 from brats_lib.inference import predict_case, prepare_image, probabilities_to_labels, validation_fn
 from brats_lib.metrics import dice
 from brats_lib.sampling import PatchDataset
-from brats_lib.training import FitResult, TrainConfig, fit, load_weights
+from brats_lib.io import load_weights
+from brats_lib.training import FitResult, TrainConfig, fit
+from .params import OptimizedUNetParams
 from .postprocess import et_summary, remove_small_et
 from brats_lib.pipeline import Pipeline, Trained, register
 
@@ -80,85 +85,8 @@ RUNS: dict[str, Run] = {
     "One-hot": Run("optimized_unet_onehot", onehot=True),
     "D+C+O": Run("optimized_unet", onehot=True),
 }
-
-#: table -> [(row label as printed by the paper, key of RUNS)]; the first row is the baseline
-TABLES: dict[str, list[tuple[str, str]]] = {
-    "table1": [("U-Net", "U-Net"), ("UNETR", "UNETR"), ("SegResNetVAE", "SegResNetVAE")],
-    "table2": [("baseline", "U-Net"), ("Attention", "Attention"), ("DS", "DS"), ("Residual", "Residual"),
-               ("DB", "DB"), ("Focal", "Focal")],
-    "table3": [("DS", "DS"), ("Deeper", "Deeper"), ("Channels", "Channels"), ("One-hot", "One-hot"),
-               ("D+C+O", "D+C+O")],
-}
-TABLE_TITLES = {
-    "table1": "Table 1: U-Net vs UNETR vs SegResNetVAE",
-    "table2": "Table 2: U-Net extensions",
-    "table3": "Table 3: encoder depth, channels, one-hot input (all with DS)",
-    "table4": "Table 4: post-processing (D+C+O)",
-}
-
-#: the paper's per-fold mean Dice (average of ET, TC, WT) and the means it printed
-PAPER_TABLES: dict[str, dict[str, list[float]]] = {
-    "table1": {"U-Net": [0.9087, 0.9100, 0.9162, 0.9238, 0.9061, 0.9130],
-               "UNETR": [0.9044, 0.8976, 0.9051, 0.9111, 0.8971, 0.9031],
-               "SegResNetVAE": [0.9086, 0.9090, 0.9140, 0.9219, 0.9053, 0.9118]},
-    "table2": {"baseline": [0.9087, 0.9100, 0.9162, 0.9238, 0.9061, 0.9130],
-               "Attention": [0.9091, 0.9110, 0.9157, 0.9232, 0.9061, 0.9130],
-               "DS": [0.9111, 0.9115, 0.9175, 0.9268, 0.9074, 0.9149],
-               "Residual": [0.9087, 0.9103, 0.9175, 0.9233, 0.9070, 0.9134],
-               "DB": [0.9096, 0.9114, 0.9159, 0.9241, 0.9071, 0.9136],
-               "Focal": [0.9094, 0.9026, 0.9146, 0.9229, 0.9072, 0.9133]},
-    "table3": {"DS": [0.9111, 0.9115, 0.9175, 0.9268, 0.9074, 0.9149],
-               "Deeper": [0.9118, 0.9140, 0.9170, 0.9256, 0.9079, 0.9152],
-               "Channels": [0.9107, 0.9135, 0.9173, 0.9265, 0.9072, 0.9150],
-               "One-hot": [0.9109, 0.9132, 0.9174, 0.9263, 0.9075, 0.9050],
-               "D+C+O": [0.9118, 0.9141, 0.9176, 0.9268, 0.9076, 0.9156]},
-    "table4": {"without": [0.9118, 0.9141, 0.9176, 0.9268, 0.9076, 0.9156],
-               "with": [0.9132, 0.9142, 0.9189, 0.9268, 0.9086, 0.9163]},
-}
-
-
-def paper_table(name: str) -> pd.DataFrame:
-    """The paper's table: rows = its columns (models), columns Fold 0..4, the mean of the
-    folds, and the mean as printed (two printed means disagree with their folds)."""
-    rows = {}
-    for model, vals in PAPER_TABLES[name].items():
-        folds = vals[:5]
-        rows[model] = {**{f"Fold {k}": v for k, v in enumerate(folds)},
-                       "Mean of folds": float(np.mean(folds)), "Mean (printed)": vals[5]}
-    return pd.DataFrame(rows).T
-
-
-#: the two rows of Table 4 in the per-case table of the post-processing step
-TABLE4_ROWS = ("without post-processing", "with post-processing")
-
-
-def _versus(table: str, *labels: str) -> str:
-    """The paper's mean Dice over the five folds of ``labels`` in ``table``."""
-    return " vs ".join(f"{np.mean(PAPER_TABLES[table][lab][:5]):.4f}" for lab in labels) + " (mean of the folds)"
-
-
-#: what Section 3.3 says of Tables 1-4, on the mean Dice of ET, TC, WT the tables print;
-#: post-processing also on ET, the region it changes (Section 2.5). Rows: keys of RUNS and TABLE4_ROWS
-CLAIMS: list[Claim] = [
-    Claim("the baseline U-Net achieves the highest score", "U-Net", None, "Dice mean", kind="first",
-          among=tuple(k for _, k in TABLES["table1"]), source="Sec. 3.3, Table 1",
-          paper=_versus("table1", "U-Net", "SegResNetVAE", "UNETR")),
-    Claim("deep supervision significantly improves the baseline U-Net", "DS", "U-Net", "Dice mean",
-          source="Sec. 3.3, Table 2", paper=_versus("table2", "DS", "baseline")),
-    Claim("a deeper encoder slightly improves U-Net + DS", "Deeper", "DS", "Dice mean", source="Sec. 3.3, Table 3",
-          paper=_versus("table3", "Deeper", "DS")),
-    Claim("more channels slightly improve U-Net + DS", "Channels", "DS", "Dice mean", source="Sec. 3.3, Table 3",
-          paper=_versus("table3", "Channels", "DS")),
-    Claim("the one-hot channel slightly improves U-Net + DS", "One-hot", "DS", "Dice mean",
-          source="Sec. 3.3, Table 3", paper=_versus("table3", "One-hot", "DS")),
-    Claim("all modifications together improve the score further (D+C+O)", "D+C+O", None, "Dice mean", kind="first",
-          among=tuple(k for _, k in TABLES["table3"]), source="Sec. 3.3, Table 3",
-          paper=_versus("table3", "D+C+O", "Deeper")),
-    Claim("post-processing improves the mean Dice", TABLE4_ROWS[1], TABLE4_ROWS[0], "Dice mean",
-          source="Sec. 3.3, Table 4", paper=_versus("table4", "with", "without")),
-    Claim("removing small ET improves the ET score", TABLE4_ROWS[1], TABLE4_ROWS[0], "Dice ET",
-          source="Sec. 2.5, 3.3", paper="\"beneficial to the final score\" (ET-free cases: Dice 1 or 0)"),
-]
+#: the final model: its cross-validation probabilities feed the searches of Section 2.5
+FINAL_ROW = "D+C+O"
 
 
 # ------------------------------------------------------------------ networks and losses
@@ -183,6 +111,7 @@ def model_kwargs(run: Run, p, paper_size: bool = False) -> dict:
 
 
 def build_model(run: Run, p, paper_size: bool = False) -> torch.nn.Module:
+    """``run``'s network, built from the registry with :func:`model_kwargs`."""
     return models.build(run.model, **model_kwargs(run, p, paper_size))
 
 
@@ -279,12 +208,19 @@ def load_ensemble(res: FitResult, run: Run, p) -> list[torch.nn.Module]:
 
 # ------------------------------------------------------------------ evaluation and searches
 def region_dice(labels: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Dice of each region (ET, TC, WT) of canonical ``labels`` against ``ref``."""
     return {r: dice(L.region_mask(labels, r), L.region_mask(ref, r)) for r in L.REGIONS}
 
 
 def to_labels(prob: np.ndarray, thresholds: Sequence[float], p) -> np.ndarray:
     """Region probabilities (WT, TC, ET) -> labels with ``thresholds`` and the profile's rule."""
     return probabilities_to_labels(prob, "sigmoid", thresholds, p.label_rule)
+
+
+def final_labels(prob: np.ndarray, p: OptimizedUNetParams) -> np.ndarray:
+    """The submitted rule (Section 2.5): labels at :data:`PAPER_THRESHOLDS`, then the ET
+    post-processing :func:`~.postprocess.remove_small_et` with :data:`PAPER_POSTPROCESS`."""
+    return remove_small_et(to_labels(prob, PAPER_THRESHOLDS, p), prob, **PAPER_POSTPROCESS)
 
 
 def threshold_grid(probs: Sequence[np.ndarray], refs: Sequence[np.ndarray], grid: Sequence[float],
@@ -353,6 +289,7 @@ class OptimizedUNetPipeline(Pipeline):
     and the ET post-processing (Section 2.5)."""
 
     notebook = "optimized_unet"
+    training_text = "{epochs} x {steps_per_epoch} steps, lr {learning_rates}"
     rows = RUNS
 
     def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
@@ -365,8 +302,67 @@ class OptimizedUNetPipeline(Pipeline):
 
     def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
         if final:
-            return remove_small_et(to_labels(probs, PAPER_THRESHOLDS, p), probs, **PAPER_POSTPROCESS)
+            return final_labels(probs, p)
         return to_labels(probs, (0.5, 0.5, 0.5), p)
 
     def network_inputs(self, trained, p):
         return [((RUNS[trained.row].in_channels, *p.patch_size), int(np.prod(p.patch_size)))] * len(trained.networks)
+
+
+# ------------------------------------------------------------------ the notebook's rows x folds loop
+@dataclass
+class CrossValidation:
+    """What :func:`cross_validate_rows` keeps: the per-case scores of every row, each
+    (row, fold)'s :class:`~brats_lib.pipeline.Trained` (its ensemble of best checkpoints,
+    ``state["fit"]`` the training run), and the final row's out-of-fold probabilities
+    (case id -> (probabilities (3, H, W, D), reference labels, fold))."""
+
+    per_case: pd.DataFrame
+    trained: dict[tuple[str, int], Trained]
+    oof: dict[str, tuple[np.ndarray, np.ndarray, int]]
+
+    @property
+    def best_scores(self) -> dict[tuple[str, int], float]:
+        """(row, fold) -> the fold's score in Tables 1-3: its highest validation mean Dice."""
+        return {key: float(t.state["fit"].best[0][0]) for key, t in self.trained.items()}
+
+    def seconds(self, part: str = "train_seconds") -> float:
+        """Summed ``train_seconds`` (or ``val_seconds``) of every training run."""
+        return float(sum(getattr(t.state["fit"], part) for t in self.trained.values()))
+
+
+def row_tta(row: str, p: OptimizedUNetParams) -> int:
+    """Flips of a row's per-case evaluation: the profile's ``tta`` for the final model,
+    ``tta_ablation`` for the ablation rows."""
+    return p.tta if row == FINAL_ROW else p.tta_ablation
+
+
+def cross_validate_rows(rows: Sequence[str], folds: Sequence[Mapping[str, Sequence[str]]],
+                        cases: Mapping[str, LoadedCase], p: OptimizedUNetParams, out_dir: str | Path,
+                        device: torch.device | str | None = None, progress: bool = True) -> CrossValidation:
+    """Train every row on every fold (:meth:`OptimizedUNetPipeline.train_fold`: each learning
+    rate, the best kept, its best checkpoints ensembled) and segment the fold's validation
+    cases with the ensemble (thresholds 0.5, :func:`row_tta` flips, sliding-window TTA of
+    ``p.tta_mode``), scoring each case. Checkpoints go to ``out_dir/<row>/fold<k>``.
+
+    Not :func:`brats_lib.pipeline.cross_validate`: that one flips the raw volume around
+    :meth:`~brats_lib.pipeline.Pipeline.probabilities` (the comparison's common form); here
+    the flips are those of the paper's inference (:func:`predict`), as the tables report."""
+    from tqdm.auto import tqdm
+
+    pipeline = PL.get(OptimizedUNetPipeline.notebook)
+    trained: dict[tuple[str, int], Trained] = {}
+    table, oof = [], {}
+    bar = tqdm([(row, k) for row in rows for k in range(len(folds))], desc="rows x folds", disable=not progress)
+    for row, k in bar:
+        bar.set_postfix(row=row, fold=k)
+        val = [cases[c] for c in folds[k]["val"]]
+        res = PL.train(pipeline, row, k, [cases[c] for c in folds[k]["train"]], val, p,
+                       Path(out_dir) / PL.safe_name(row) / f"fold{k}", device, trained)
+        for lc in val:
+            labels, prob = predict(res.networks, lc, RUNS[row], p, tta=row_tta(row, p), device=device)
+            if row == FINAL_ROW:
+                oof[lc.case_id] = (prob, lc.label, k)
+            table.append({"row": row, "fold": k, "case": lc.case_id,
+                          **pipeline.score(PL.Prediction(labels, prob), lc)})
+    return CrossValidation(PL.with_dice_mean(pd.DataFrame(table)), trained, oof)
