@@ -432,21 +432,23 @@ def reproduce(profile: str = "cpu", data_dir: str | None = None, names: list[str
     return ordered
 
 
-#: the table each report leads with (``tables/<name>.md``), shown in ``reports/README.md``
-HEADLINES = {"00_data_and_metrics": "empty_region_rules", "optimized_unet": "table1", "hnfnetv2": "table1",
-             "attention_r2unet_mtds": "claims", "omnet_cga": "table1_claims", "cross_modality": "claims",
-             "comparison": "summary"}
+#: the primer's and the comparison's headline tables (``tables/<name>.md``) and lessons; each
+#: paper's come from its package (``brats_lib/papers/<paper>/paper.py``: HEADLINE, LESSON)
+HEADLINES = {"00_data_and_metrics": "empty_region_rules", "comparison": "summary"}
+LESSONS = {
+    "00_data_and_metrics": "the BraTS task: modalities, labels vs regions, Dice and HD95 and their empty-region rules",
+    "comparison": "the five papers on the same folds: ranking, significance and the cost of accuracy",
+}
+#: a suggested order for a course
+COURSE_ORDER = ("00_data_and_metrics", "optimized_unet", "hnfnetv2", "attention_r2unet_mtds", "omnet_cga",
+                "cross_modality", "comparison")
 
-#: a suggested order for a course, with what each notebook teaches
-COURSE = [
-    ("00_data_and_metrics", "the BraTS task: modalities, labels vs regions, Dice and HD95 and their empty-region rules"),
-    ("optimized_unet", "a strong 3D U-Net baseline and how to run an ablation honestly (folds, CIs, paired tests)"),
-    ("hnfnetv2", "multi-scale fusion and attention (EMA, SDE blocks); checking a model against a paper's sizes"),
-    ("attention_r2unet_mtds", "2D models on slices, attention gates and multi-task deep supervision"),
-    ("omnet_cga", "one network for several tasks: curriculum learning and cross-task guided attention"),
-    ("cross_modality", "self-supervised pre-training across modalities (CycleGAN) and mask-guided fusion"),
-    ("comparison", "the five papers on the same folds: ranking, significance and the cost of accuracy"),
-]
+
+def headlines_and_lessons() -> tuple[dict[str, str], dict[str, str]]:
+    """Every notebook's headline table and lesson (the papers' read from their packages)."""
+    from brats_lib import papers
+
+    return {**HEADLINES, **papers.HEADLINES}, {**LESSONS, **papers.LESSONS}
 
 
 def write_index(results: list[RunResult], reports_dir: Path) -> Path:
@@ -483,12 +485,13 @@ def write_index(results: list[RunResult], reports_dir: Path) -> Path:
         lines.append(f"| [{r.notebook}]({rel}) | {status} | {r.profile} | {man.get('data_source', '?')} | {hw_s} | "
                      f"{r.wall_time_s:.0f} | {str(man.get('git_commit', '?'))[:12]} |")
     names = [r.notebook for r in results]
-    course = [(n, what) for n, what in COURSE if n in names]
+    headlines, lessons = headlines_and_lessons()
+    course = [(n, lessons[n]) for n in COURSE_ORDER if n in names and n in lessons]
     if course:
         lines += ["", "## A course through the notebooks", ""]
         lines += [f"{i}. [{n}]({n}/{n}.ipynb): {what}" for i, (n, what) in enumerate(course, 1)]
     for r in results:
-        table = r.output.parent / "tables" / f"{HEADLINES.get(r.notebook, '')}.md"
-        if r.ok and r.notebook in HEADLINES and table.exists():
+        table = r.output.parent / "tables" / f"{headlines.get(r.notebook, '')}.md"
+        if r.ok and r.notebook in headlines and table.exists():
             lines += ["", f"## {r.notebook}: `{table.stem}`", "", table.read_text().rstrip()]
     return write_text(reports_dir / "README.md", "\n".join(lines) + "\n")

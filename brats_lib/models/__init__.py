@@ -5,8 +5,12 @@
 >>> models.available()
 ['unet3d', ...]
 
-A paper module registers its variants with :func:`register`; :func:`build` imports
-every model module on first use, so names are known without explicit imports.
+The shared networks live here, one per file: ``blocks`` (CBAM and other small blocks),
+``unet3d`` (the configurable 3D U-Net), ``unetr`` and ``segresnet_vae`` (MONAI's, as the
+Optimized U-Net paper's rows use them). :func:`build` imports them on first use. Each
+paper's own networks live in its package (``brats_lib/papers/<paper>/networks.py``) and
+register themselves with :func:`register` when it is imported (``import brats_lib.papers``
+registers all; the model registry never imports the papers, which sit above it).
 """
 from __future__ import annotations
 

@@ -16,8 +16,15 @@ package                    paper
 =========================  =====================================================================
 
 Papers import the stage modules of :mod:`brats_lib` (data, sampling, training, inference,
-metrics, ...), never each other; importing this package registers all five.
+metrics, ...), never each other; importing this package registers all five. Each
+``paper.py`` also names its report's headline table and what the notebook teaches
+(``HEADLINE``, ``LESSON``), collected here for ``reports/README.md``.
 """
 from . import attention_r2unet_mtds, cross_modality, hnfnetv2, omnet_cga, optimized_unet  # noqa: F401
 
 PAPERS = ("optimized_unet", "hnfnetv2", "attention_r2unet_mtds", "omnet_cga", "cross_modality")
+_PACKAGES = {"optimized_unet": optimized_unet, "hnfnetv2": hnfnetv2, "attention_r2unet_mtds": attention_r2unet_mtds,
+             "omnet_cga": omnet_cga, "cross_modality": cross_modality}
+#: each paper notebook's headline table and lesson (its ``paper.HEADLINE`` / ``paper.LESSON``)
+HEADLINES = {name: pkg.paper.HEADLINE for name, pkg in _PACKAGES.items()}
+LESSONS = {name: pkg.paper.LESSON for name, pkg in _PACKAGES.items()}

@@ -15,6 +15,12 @@ from typing import Sequence
 
 from brats_lib.claims import Claim
 
+
+#: the table this notebook's report leads with (``tables/<name>.md``, shown in reports/README.md)
+HEADLINE = "claims"
+#: what the notebook teaches, in the course order of reports/README.md
+LESSON = '2D models on slices, attention gates and multi-task deep supervision'
+
 #: Section 3.1.2: the centre crop of every 240 x 240 axial slice
 PAPER_CROP = (144, 176)
 

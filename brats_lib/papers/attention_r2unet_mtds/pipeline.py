@@ -46,6 +46,7 @@ from brats_lib.inference import flip_average
 from brats_lib.pipeline import Pipeline, Prediction, Trained, get, register
 
 from .paper import PROPOSED
+from .params import AttentionR2UNetParams
 
 #: output channels in the order the networks give them: main head, then the three heads
 OUTPUTS = ("WT", "ET", "NCR", "ED")
@@ -84,7 +85,7 @@ RUNS: dict[str, Run] = {
 }
 
 # ------------------------------------------------------------------ networks and loss
-def build_model(run: Run, p) -> nn.Module:
+def build_model(run: Run, p: AttentionR2UNetParams) -> nn.Module:
     """The network of ``run`` at this run's width (``p.base``) and SE dropout."""
     return models.build(run.model, in_channels=4, base=p.base, se_dropout=p.se_dropout)
 
@@ -123,7 +124,7 @@ def network_input(lc: LoadedCase) -> tuple[np.ndarray, np.ndarray | None]:
     return P.minmax(lc.image), lc.label
 
 
-def slice_dataset(cases: Sequence[LoadedCase], p, seed: int) -> SliceDataset:
+def slice_dataset(cases: Sequence[LoadedCase], p: AttentionR2UNetParams, seed: int) -> SliceDataset:
     """Every brain slice of ``cases``, centre-cropped to ``p.crop``, flipped at random; targets
     are canonical label slices (the loss derives each head's mask)."""
     return SliceDataset([network_input(lc) for lc in cases], p.crop, only_brain=True, target="labels",
@@ -131,13 +132,13 @@ def slice_dataset(cases: Sequence[LoadedCase], p, seed: int) -> SliceDataset:
 
 
 # ------------------------------------------------------------------ training
-def train_config(p) -> TrainConfig:
+def train_config(p: AttentionR2UNetParams) -> TrainConfig:
     """Section 3.3: Adam, lr0 (1 - e / E)^0.9 (Myronenko's decay), no warm-up."""
     return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, optimizer="adam", lr=p.lr, schedule="poly",
                        poly_power=0.9, amp=p.amp, num_workers=p.num_workers, seed=p.seed, progress=p.progress)
 
 
-def train(name: str, fold: int, train_cases: Sequence[LoadedCase], p, out_dir: str | Path, device=None) -> FitResult:
+def train(name: str, fold: int, train_cases: Sequence[LoadedCase], p: AttentionR2UNetParams, out_dir: str | Path, device=None) -> FitResult:
     """Train row ``name`` on one fold; the last epoch's weights are the fold's model."""
     run = RUNS[name]
     torch.manual_seed(p.seed + fold)
@@ -145,14 +146,14 @@ def train(name: str, fold: int, train_cases: Sequence[LoadedCase], p, out_dir: s
                train_config(p), out_dir, device=device)
 
 
-def load_final(res: FitResult, name: str, p) -> nn.Module:
+def load_final(res: FitResult, name: str, p: AttentionR2UNetParams) -> nn.Module:
     """Row ``name``'s network with the last epoch's weights of ``res``, in eval mode."""
     return load_weights(build_model(RUNS[name], p), Path(res.out_dir) / "last.pt").eval()
 
 
 # ------------------------------------------------------------------ inference and post-processing
 @torch.no_grad()
-def predict_case(model: nn.Module, lc: LoadedCase, p, device=None, batch: int = 64) -> np.ndarray:
+def predict_case(model: nn.Module, lc: LoadedCase, p: AttentionR2UNetParams, device=None, batch: int = 64) -> np.ndarray:
     """Probabilities (4, H, W, D) of WT, ET, NCR/NET, ED for one raw case: every axial slice
     centre-cropped, segmented, put back (0 outside the crop) and stacked in 3D. Networks
     without heads give WT only (the other channels are NaN)."""
@@ -257,18 +258,18 @@ class AttentionR2UNetPipeline(Pipeline):
     rows = RUNS
     training_text = "{epochs} epochs of slices"
 
-    def train_fold(self, row, fold, train_cases, val_cases, p, out_dir, device=None) -> Trained:
+    def train_fold(self, row, fold, train_cases, val_cases, p: AttentionR2UNetParams, out_dir, device=None) -> Trained:
         res = train(row, fold, train_cases, p, out_dir, device)  # no validation: the last epoch is kept
         net = load_final(res, row, p).to(device or "cpu")
         return Trained(row, fold, [net], [res.log], res.train_seconds + res.val_seconds, {"fit": res})
 
-    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+    def probabilities(self, trained, case, p: AttentionR2UNetParams, device=None) -> np.ndarray:
         return predict_case(trained.networks[0], case, p, device)
 
-    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+    def to_labels(self, trained, probs, case, p: AttentionR2UNetParams, final=False) -> np.ndarray:
         return labels_from_masks(masks_from_probabilities(probs, final, p.post_fraction))
 
-    def predict(self, trained, case, p, tta=1, final=False, device=None) -> MaskPrediction:
+    def predict(self, trained, case, p: AttentionR2UNetParams, tta=1, final=False, device=None) -> MaskPrediction:
         """The labels of :meth:`to_labels` (``tta`` whole-volume flips averaged first), and
         the scored masks: the sub-regions only where the row's heads learnt them (MTDS)."""
         probs = flip_average(lambda c: self.probabilities(trained, c, p, device), case, tta)
@@ -280,12 +281,12 @@ class AttentionR2UNetPipeline(Pipeline):
         """Section 3.5: DSC, sensitivity, specificity, HD95 of every scored mask (:func:`score_case`)."""
         return score_case(prediction.masks, case.label, case.spacing)
 
-    def network_inputs(self, trained, p):
+    def network_inputs(self, trained, p: AttentionR2UNetParams):
         return [((4, *p.crop), int(np.prod(p.crop)))]
 
 
 def cross_validate_rows(rows: Sequence[str], folds: Sequence[Mapping[str, Sequence[str]]],
-                        cases: Mapping[str, LoadedCase], p, runs_dir: str | Path, device=None,
+                        cases: Mapping[str, LoadedCase], p: AttentionR2UNetParams, runs_dir: str | Path, device=None,
                         progress: bool = True) -> tuple[pd.DataFrame, dict[tuple[str, int], Trained]]:
     """Train every row (a key of :data:`RUNS`) on every fold, keep its last epoch, and score
     it on the fold's validation cases: slices segmented, stacked in 3D, post-processed

@@ -21,6 +21,12 @@ import pandas as pd
 
 from brats_lib.claims import Claim, lower_is_better
 
+
+#: the table this notebook's report leads with (``tables/<name>.md``, shown in reports/README.md)
+HEADLINE = "claims"
+#: what the notebook teaches, in the course order of reports/README.md
+LESSON = 'self-supervised pre-training across modalities (CycleGAN) and mask-guided fusion'
+
 #: Sec. 4.1: training patch, weight of the cycle loss (Eq. 6), Adam learning rate, batch
 PAPER_PATCH = (128, 128, 128)
 PAPER_LAMBDA = 10.0

@@ -62,6 +62,7 @@ from brats_lib.sampling import EpochSeeded, PatchDataset
 from brats_lib.training import TrainConfig, fit
 from .networks import CrossModalityUNet
 from .paper import PAPER_LAMBDA
+from .params import CrossModalityParams
 
 #: Sec. 3.3 and Sec. 4.3: (pair A, pair B)
 PAIRINGS = {"paper": (("t1", "t1ce"), ("t2", "flair")), "alternative": (("t1", "flair"), ("t2", "t1ce"))}
@@ -113,7 +114,7 @@ def training_case(lc: LoadedCase) -> tuple[np.ndarray, np.ndarray]:
     return x, lc.label[box.slices]
 
 
-def tumour_patches(cases: Sequence[tuple[np.ndarray, np.ndarray]], p, seed: int) -> PatchDataset:
+def tumour_patches(cases: Sequence[tuple[np.ndarray, np.ndarray]], p: CrossModalityParams, seed: int) -> PatchDataset:
     """Patches of ``p.patch_size`` centred on a random tumour voxel (Sec. 4.1: "within the
     brain tumor area"), with their canonical labels."""
     return PatchDataset(cases, p.patch_size, p.steps_per_epoch * p.batch_size, fg_prob=1.0, target="labels",
@@ -278,14 +279,14 @@ class Pretrained:
     extra: dict | None = None
 
 
-def train_config(p, epochs: int, lr: float, batch_size: int | None = None) -> TrainConfig:
+def train_config(p: CrossModalityParams, epochs: int, lr: float, batch_size: int | None = None) -> TrainConfig:
     """Sec. 4.1: Adam, constant learning rate (no schedule is given)."""
     return TrainConfig(epochs=epochs, batch_size=batch_size or p.batch_size, optimizer="adam", lr=lr,
                        schedule="constant", val_every=0, amp=p.amp, num_workers=p.num_workers, seed=p.seed,
                        progress=p.progress)
 
 
-def pretrain(kind: str, cases: Sequence[tuple[np.ndarray, np.ndarray]], p, out_dir: str | Path, seed: int,
+def pretrain(kind: str, cases: Sequence[tuple[np.ndarray, np.ndarray]], p: CrossModalityParams, out_dir: str | Path, seed: int,
              pairing: str = "paper", device=None) -> Pretrained:
     """Run one pre-training: ``"cmft"`` (CycleGAN on the pairs), ``"self"`` (each generator
     reconstructs its own pair), ``"voc2d"`` (a 2D U-Net on :class:`ShapesSegmentation`,
@@ -329,13 +330,13 @@ def pretrain_folder(rows_dir: str | Path, kind: str, pairing: str, fold_folder: 
     return Path(rows_dir) / "pretrain" / f"{kind}-{pairing}" / fold_folder
 
 
-def _fingerprint(kind: str, pairing: str, seed: int, case_ids: Sequence[str], p) -> str:
+def _fingerprint(kind: str, pairing: str, seed: int, case_ids: Sequence[str], p: CrossModalityParams) -> str:
     """What decides a pre-training's weights, as text: a kept one is reused only on a match."""
     return json.dumps({"kind": kind, "pairing": pairing, "seed": seed, "cases": list(case_ids),
                        "params": as_dict(p)}, sort_keys=True, default=str)
 
 
-def _restore(saved: dict, p) -> Pretrained:
+def _restore(saved: dict, p: CrossModalityParams) -> Pretrained:
     """A kept pre-training (:func:`shared_pretraining`) back as :class:`Pretrained`."""
     gens = []
     for key in ("g_a", "g_b"):
@@ -345,7 +346,7 @@ def _restore(saved: dict, p) -> Pretrained:
     return Pretrained(saved["kind"], *gens, pd.DataFrame(saved["history"]), float(saved["seconds"]))
 
 
-def shared_pretraining(kind: str, pairing: str, fold: int, train: Sequence[LoadedCase | tuple], p,
+def shared_pretraining(kind: str, pairing: str, fold: int, train: Sequence[LoadedCase | tuple], p: CrossModalityParams,
                        folder: str | Path, device=None) -> tuple[Pretrained, bool]:
     """Phase 1 of one fold, run once and shared by every row that starts from it: the
     pre-training ``kind`` on the fold's training cases ``train`` (seed ``p.seed + 1000 *
@@ -368,7 +369,7 @@ def shared_pretraining(kind: str, pairing: str, fold: int, train: Sequence[Loade
     return pre, True
 
 
-def pretrain_folds(folds: Sequence[dict], cases: dict[str, LoadedCase], p, rows_dir: str | Path, device=None,
+def pretrain_folds(folds: Sequence[dict], cases: dict[str, LoadedCase], p: CrossModalityParams, rows_dir: str | Path, device=None,
                    progress: bool = True) -> dict[tuple[str, str, int], Pretrained]:
     """Phase 1 of the notebook: every pre-training of :data:`PRETRAININGS` once per fold
     (``folds[k]["train"]``, ids of ``cases``), kept under ``rows_dir`` where
@@ -420,7 +421,7 @@ def dice_loss() -> nn.Module:
     return label_dice_loss(include_background=True)
 
 
-def build(row: Row, p) -> nn.Module:
+def build(row: Row, p: CrossModalityParams) -> nn.Module:
     pa, pb = pair_indices(row.pairing)
     if row.model == "fusion":
         return models.build("cmff", pair_a=pa, pair_b=pb, features=p.features, attention=row.attention)
@@ -448,7 +449,7 @@ class RowResult:
     seconds: float
 
 
-def train_row(row: Row, pre: Pretrained, cases: Sequence[tuple[np.ndarray, np.ndarray]], p, out_dir: str | Path,
+def train_row(row: Row, pre: Pretrained, cases: Sequence[tuple[np.ndarray, np.ndarray]], p: CrossModalityParams, out_dir: str | Path,
               seed: int, device=None) -> RowResult:
     """CMFF phase of one row: build, initialise from ``pre``, train with Eq. 7."""
     t0 = time.time()
@@ -461,7 +462,7 @@ def train_row(row: Row, pre: Pretrained, cases: Sequence[tuple[np.ndarray, np.nd
 
 
 # ------------------------------------------------------------------ inference
-def predict(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p, device=None,
+def predict(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p: CrossModalityParams, device=None,
             overlap: float | None = None) -> np.ndarray:
     """Canonical labels of one raw case: sliding window (``p.patch_size``, ``p.overlap``
     unless ``overlap`` is given) over the brain, softmax, argmax. A list of networks
@@ -474,7 +475,7 @@ def predict(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p, device=Non
     return labels
 
 
-def probabilities(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p, device=None) -> np.ndarray:
+def probabilities(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p: CrossModalityParams, device=None) -> np.ndarray:
     """Softmax probabilities (4, H, W, D) of one raw case as :func:`predict` computes them,
     without test-time flips."""
     for n in nets if isinstance(nets, (list, tuple)) else [nets]:
@@ -485,7 +486,7 @@ def probabilities(nets: nn.Module | Sequence[nn.Module], lc: LoadedCase, p, devi
 
 
 @torch.no_grad()
-def _slide(fn, x: np.ndarray, p, device=None) -> np.ndarray:
+def _slide(fn, x: np.ndarray, p: CrossModalityParams, device=None) -> np.ndarray:
     dev = torch.device(device or "cpu")
     with autocast(dev.type, p.amp):
         out = sliding_window_inference(torch.from_numpy(x)[None], tuple(p.patch_size), p.sw_batch_size,
@@ -494,7 +495,7 @@ def _slide(fn, x: np.ndarray, p, device=None) -> np.ndarray:
     return out[0].float().numpy()
 
 
-def translate(g: nn.Module, lc: LoadedCase, pair_in: Sequence[int], p, device=None):
+def translate(g: nn.Module, lc: LoadedCase, pair_in: Sequence[int], p: CrossModalityParams, device=None):
     """A generator over a whole case (sliding window). Returns (cropped 4-modality input,
     the generated pair (2, x, y, z))."""
     x, _ = network_input(lc)
@@ -502,7 +503,7 @@ def translate(g: nn.Module, lc: LoadedCase, pair_in: Sequence[int], p, device=No
     return x, _slide(lambda b: g(b[:, list(pair_in)]), x, p, device)
 
 
-def branch_predictions(net: nn.Module, lc: LoadedCase, p, device=None) -> dict[str, np.ndarray]:
+def branch_predictions(net: nn.Module, lc: LoadedCase, p: CrossModalityParams, device=None) -> dict[str, np.ndarray]:
     """S_F, S_A and S_B of a fusion network over a whole case: canonical labels (cropped
     to the brain) and the tumour masks M_A, M_B that guide the fusion."""
     x, box = network_input(lc)
@@ -531,7 +532,7 @@ class CrossModalityPipeline(Pipeline):
     rows = ROWS
     training_text = "CMFT {cmft_epochs} + CMFF {cmff_epochs} x {steps_per_epoch} steps"
 
-    def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
+    def train_fold(self, row, fold, train, val, p: CrossModalityParams, out_dir, device=None) -> Trained:
         """Phase 1, the row's pre-training (shared by the fold's rows that start from it:
         :func:`shared_pretraining`, kept in :func:`pretrain_folder` of ``out_dir``'s
         ``<rows folder>``), then phase 2 (:func:`train_row`). ``train_seconds`` counts the
@@ -551,11 +552,11 @@ class CrossModalityPipeline(Pipeline):
         return Trained(row, parts[0].fold, [t.networks[0] for t in parts], [log for t in parts for log in t.logs],
                        sum(t.train_seconds for t in parts))
 
-    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+    def probabilities(self, trained, case, p: CrossModalityParams, device=None) -> np.ndarray:
         return probabilities(networks(trained), case, p, device)
 
-    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+    def to_labels(self, trained, probs, case, p: CrossModalityParams, final=False) -> np.ndarray:
         return np.argmax(probs, axis=0).astype(np.uint8)
 
-    def network_inputs(self, trained, p):
+    def network_inputs(self, trained, p: CrossModalityParams):
         return [((4, *p.patch_size), int(np.prod(p.patch_size)))] * len(trained.networks)

@@ -14,6 +14,12 @@ import pandas as pd
 from brats_lib.claims import Claim
 from .networks import PAPER_UNET_FILTERS
 
+
+#: the table this notebook's report leads with (``tables/<name>.md``, shown in reports/README.md)
+HEADLINE = "table1"
+#: what the notebook teaches, in the course order of reports/README.md
+LESSON = "multi-scale fusion and attention (EMA, SDE blocks); checking a model against a paper's sizes"
+
 #: Section 4.1: the ET volume under which ET becomes NCR/NET
 PAPER_MIN_ET = 200
 #: Section 4.1 inference geometry at the paper's size: centre crop, patch, window stride

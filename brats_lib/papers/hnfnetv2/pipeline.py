@@ -51,7 +51,7 @@ CLIP_PERCENTILES = (0.5, 99.5)
 
 
 # ------------------------------------------------------------------ networks and loss
-def model_kwargs(name: str, p=None, paper_size: bool = False) -> dict:
+def model_kwargs(name: str, p: HNFNetv2Params=None, paper_size: bool = False) -> dict:
     """Constructor arguments of network ``name``: the paper's sizes (``paper_size``) or the
     profile's scaled ones (``p.unet_filters``, ``p.width``, ``p.blocks``, ``p.bases``)."""
     if name not in ROWS.values():
@@ -64,7 +64,7 @@ def model_kwargs(name: str, p=None, paper_size: bool = False) -> dict:
                 iterations=p.em_iterations)
 
 
-def build_model(name: str, p=None, paper_size: bool = False) -> nn.Module:
+def build_model(name: str, p: HNFNetv2Params=None, paper_size: bool = False) -> nn.Module:
     return models.build(name, **model_kwargs(name, p, paper_size))
 
 
@@ -81,7 +81,7 @@ def network_input(lc: LoadedCase) -> tuple[np.ndarray, np.ndarray | None]:
     return x, (lc.label[box.slices] if lc.label is not None else None)
 
 
-def patch_dataset(cases: Sequence[LoadedCase], p, seed: int) -> PatchDataset:
+def patch_dataset(cases: Sequence[LoadedCase], p: HNFNetv2Params, seed: int) -> PatchDataset:
     """Random ``p.patch_size`` crops (``p.fg_prob`` of them centred on tumour; the paper: 0)
     with the paper's augmentation, targets = WT, TC, ET masks."""
     aug = HNFNetAugmentation() if p.augment else None
@@ -96,7 +96,7 @@ def overlap_from_stride(patch: Sequence[int], stride: Sequence[int]) -> list[flo
     return [1.0 - s / n for s, n in zip(stride, patch)]
 
 
-def inference_settings(p) -> dict:
+def inference_settings(p: HNFNetv2Params) -> dict:
     """Keyword arguments of :func:`~brats_lib.inference.predict_case` for Section 4.1."""
     return dict(roi_size=list(p.patch_size), output="sigmoid", thresholds=(0.5, 0.5, 0.5),
                 overlap=overlap_from_stride(p.patch_size, p.window_stride), mode="constant",
@@ -105,7 +105,7 @@ def inference_settings(p) -> dict:
                 sw_batch_size=p.sw_batch_size)
 
 
-def predict(model, lc: LoadedCase, p, tta=None, post: bool = True, device=None):
+def predict(model, lc: LoadedCase, p: HNFNetv2Params, tta=None, post: bool = True, device=None):
     """(labels, probabilities (3, H, W, D)) of one raw case: centre crop, sliding window with
     the profile's stride, uniform averaging over windows and ``tta`` flips, thresholds 0.5,
     and (``post``) the ET-volume rule. ``model`` may be a list (the fold ensemble)."""
@@ -114,14 +114,14 @@ def predict(model, lc: LoadedCase, p, tta=None, post: bool = True, device=None):
                         amp=p.amp, **inference_settings(p))
 
 
-def to_labels(probs: np.ndarray, p, post: bool = True) -> np.ndarray:
+def to_labels(probs: np.ndarray, p: HNFNetv2Params, post: bool = True) -> np.ndarray:
     """Region probabilities (WT, TC, ET) -> labels as :func:`predict` does: thresholds 0.5,
     then (``post``) the ET-volume rule."""
     labels = probabilities_to_labels(probs, "sigmoid", inference_settings(p)["thresholds"])
     return small_et_to_ncr(labels, probs, p.min_et) if post else labels
 
 
-def validation(cases: Sequence[LoadedCase], p, device=None):
+def validation(cases: Sequence[LoadedCase], p: HNFNetv2Params, device=None):
     """``val_fn`` for :func:`~brats_lib.training.fit` (training curves): mean Dice per region
     over whole validation cases, Section 4.1 inference without TTA and post-processing."""
     s = inference_settings(p)
@@ -131,7 +131,7 @@ def validation(cases: Sequence[LoadedCase], p, device=None):
 
 
 # ------------------------------------------------------------------ training
-def train_config(p) -> TrainConfig:
+def train_config(p: HNFNetv2Params) -> TrainConfig:
     """Section 4.1: Adam (0.9, 0.999), linear warm-up then poly (0.9) decay, L2 weight decay."""
     return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, optimizer="adam", lr=p.lr, betas=(0.9, 0.999),
                        weight_decay=p.weight_decay, schedule="poly", poly_power=0.9, warmup_epochs=p.warmup_epochs,
@@ -140,7 +140,7 @@ def train_config(p) -> TrainConfig:
                        num_workers=p.num_workers, seed=p.seed, progress=p.progress)
 
 
-def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[LoadedCase], p,
+def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[LoadedCase], p: HNFNetv2Params,
                out_dir: str | Path, device=None) -> FitResult:
     """Train network ``name`` on one fold; the model of the last epoch is the fold's model
     (the paper selects none)."""
@@ -151,12 +151,12 @@ def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[
                out_dir, val_fn=val_fn, device=device)
 
 
-def load_final(res: FitResult, name: str, p) -> nn.Module:
+def load_final(res: FitResult, name: str, p: HNFNetv2Params) -> nn.Module:
     """The last-epoch weights of a fold (``last.pt``), in eval mode."""
     return load_weights(build_model(name, p), Path(res.out_dir) / "last.pt").eval()
 
 
-def export_predictor(path: str | Path, nets: Sequence[nn.Module], name: str, p) -> Path:
+def export_predictor(path: str | Path, nets: Sequence[nn.Module], name: str, p: HNFNetv2Params) -> Path:
     """Write the fold ensemble of ``name`` with the Section 4.1 inference settings as a
     predictor file for ``python -m brats_lib predict``."""
     s = inference_settings(p)
@@ -258,17 +258,17 @@ class HNFNetv2Pipeline(Pipeline):
     notebook = "hnfnetv2"
     rows = ROWS
 
-    def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
+    def train_fold(self, row, fold, train, val, p: HNFNetv2Params, out_dir, device=None) -> Trained:
         res = train_fold(ROWS[row], fold, train, val, p, out_dir, device)
         net = load_final(res, ROWS[row], p).to(device or "cpu")
         return Trained(row, fold, [net], [res.log], res.train_seconds + res.val_seconds, {"fit": res})
 
-    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+    def probabilities(self, trained, case, p: HNFNetv2Params, device=None) -> np.ndarray:
         net = trained.networks[0] if len(trained.networks) == 1 else trained.networks
         return predict(net, case, p, tta=1, post=False, device=device)[1]
 
-    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+    def to_labels(self, trained, probs, case, p: HNFNetv2Params, final=False) -> np.ndarray:
         return to_labels(probs, p, post=final)
 
-    def network_inputs(self, trained, p):
+    def network_inputs(self, trained, p: HNFNetv2Params):
         return [((4, *p.patch_size), int(np.prod(p.patch_size)))] * len(trained.networks)

@@ -20,6 +20,12 @@ from brats_lib.claims import Claim
 from brats_lib.tables import shape_text
 from .networks import PAPER_FEATURES
 
+
+#: the table this notebook's report leads with (``tables/<name>.md``, shown in reports/README.md)
+HEADLINE = "table1_claims"
+#: what the notebook teaches, in the course order of reports/README.md
+LESSON = 'one network for several tasks: curriculum learning and cross-task guided attention'
+
 #: Section III-A geometry: training / tile patch, the central block each tile keeps, and the
 #: dilation (voxels) of the coarse tumour that task 2 relabels
 PAPER_PATCH = (32, 32, 16)

@@ -54,6 +54,7 @@ from brats_lib.training import TrainConfig, fit
 from .postprocess import two_step
 from brats_lib.pipeline import Pipeline, Prediction, Trained, register
 from .paper import PAPER_DILATION, TRANSFER_THRESHOLDS
+from .params import OMNetParams
 
 
 #: canonical label -> 5-class index (background and normal brain are told apart by the brain mask)
@@ -266,7 +267,7 @@ def loss_function(tumour_weight: float = 1.0, et_weight: float | None = None) ->
     return TumourWeightedCE(tumour_weight, et_weight)
 
 
-def train_config(p, epochs: int) -> TrainConfig:
+def train_config(p: OMNetParams, epochs: int) -> TrainConfig:
     """Section IV-C: SGD, momentum 0.99, weight decay 5e-4, lr halved every ``lr_step_epochs``
     (``p.optimizer`` may replace SGD by Adam for short CPU runs)."""
     return TrainConfig(epochs=epochs, batch_size=p.batch_size, optimizer=p.optimizer, lr=p.lr, momentum=0.99,
@@ -274,7 +275,7 @@ def train_config(p, epochs: int) -> TrainConfig:
                        val_every=0, amp=p.amp, num_workers=p.num_workers, seed=p.seed, progress=p.progress)
 
 
-def build(network: str, p, **kwargs) -> nn.Module:
+def build(network: str, p: OMNetParams, **kwargs) -> nn.Module:
     return models.build(network, features=list(p.features), **kwargs)
 
 
@@ -287,7 +288,7 @@ class RowResult:
     seconds: float
 
 
-def task_patches(cases: Sequence[TaskCase], p, seed: int, task: int | None = None) -> TaskPatches:
+def task_patches(cases: Sequence[TaskCase], p: OMNetParams, seed: int, task: int | None = None) -> TaskPatches:
     """An epoch's patches: ``steps_per_epoch`` batches for OM-Net and the cascade's first two
     networks; for the cascade's third network (task 3 alone) ``task3_fraction`` of that
     (Section IV-C: about 400k, 400k and 200k patches for the three tasks)."""
@@ -302,7 +303,7 @@ def caffe_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return model.optimizer_groups(cfg.lr, cfg.weight_decay)
 
 
-def train_row(row: Row, cases: Sequence[TaskCase], p, out_dir: str | Path, seed: int, device=None) -> RowResult:
+def train_row(row: Row, cases: Sequence[TaskCase], p: OMNetParams, out_dir: str | Path, seed: int, device=None) -> RowResult:
     """Train the networks of a Table I row: three cascade networks (one task each, the
     paper's MC) or one OM-Net, with or without the curriculum (``p.stage_epochs``)."""
     out_dir, t0 = Path(out_dir), time.time()
@@ -368,7 +369,7 @@ def flattened(epoch_losses: Sequence[float], plateau: float) -> bool:
     return (before - last) / max(abs(before), 1e-12) < plateau
 
 
-def load_trained(row: Row, p, out_dir: str | Path) -> list[nn.Module]:
+def load_trained(row: Row, p: OMNetParams, out_dir: str | Path) -> list[nn.Module]:
     """Rebuild a row's networks from their ``last.pt`` checkpoints."""
     out_dir = Path(out_dir)
     if row.kind == "mc":
@@ -473,7 +474,7 @@ def _uncrop(five: np.ndarray, box) -> np.ndarray:
     return P.uncrop(to_canonical(five), box, fill=0).astype(np.uint8)
 
 
-def predict_cascade(nets: Sequence[nn.Module], x: np.ndarray, p, device=None, dilation: int = PAPER_DILATION):
+def predict_cascade(nets: Sequence[nn.Module], x: np.ndarray, p: OMNetParams, device=None, dilation: int = PAPER_DILATION):
     """MC inference (Fig. 1a): net 1 on the brain; net 2 on the dilated coarse tumour;
     net 3 on the tumour core - three passes, each after the last. Returns 5-class labels."""
     brain = P.brain_mask(x)
@@ -491,7 +492,7 @@ def predict_cascade(nets: Sequence[nn.Module], x: np.ndarray, p, device=None, di
     return fuse(p1, p2, p3, dilation)
 
 
-def predict_one_pass(net: nn.Module | Sequence[nn.Module], x: np.ndarray, p, device=None,
+def predict_one_pass(net: nn.Module | Sequence[nn.Module], x: np.ndarray, p: OMNetParams, device=None,
                      dilation: int = PAPER_DILATION):
     """OM-Net inference (Fig. 1b): one pass over the brain gives all three tasks' outputs,
     fused as MC. A list of networks is an ensemble (probabilities averaged, as OM-Net +
@@ -502,7 +503,7 @@ def predict_one_pass(net: nn.Module | Sequence[nn.Module], x: np.ndarray, p, dev
     return fuse(p1, p2, p3, dilation)
 
 
-def predict(row: Row, nets: Sequence[nn.Module], lc: LoadedCase, p, device=None) -> np.ndarray:
+def predict(row: Row, nets: Sequence[nn.Module], lc: LoadedCase, p: OMNetParams, device=None) -> np.ndarray:
     """Canonical labels (full size) of one raw case by a Table I row, post-processed for the
     p rows. OM-Net rows with several networks predict as their ensemble."""
     x, box = network_input(lc)
@@ -515,7 +516,7 @@ def predict(row: Row, nets: Sequence[nn.Module], lc: LoadedCase, p, device=None)
     return labels
 
 
-def probabilities(nets: Sequence[nn.Module], lc: LoadedCase, p, device=None) -> np.ndarray:
+def probabilities(nets: Sequence[nn.Module], lc: LoadedCase, p: OMNetParams, device=None) -> np.ndarray:
     """One-pass OM-Net rows: the three tasks' softmax (5 + 5 + 2 channels) over the whole
     raw case (background outside the brain box), stacked; :func:`labels_from_probabilities`
     fuses them. Whole-volume maps can be flipped and averaged (test-time flips)."""
@@ -528,7 +529,7 @@ def probabilities(nets: Sequence[nn.Module], lc: LoadedCase, p, device=None) -> 
     return np.stack([P.uncrop(m[c], box, fill=float(f[c])) for m, f in zip(maps, fills) for c in range(len(f))])
 
 
-def labels_from_probabilities(row: Row, probs: np.ndarray, lc: LoadedCase, p) -> np.ndarray:
+def labels_from_probabilities(row: Row, probs: np.ndarray, lc: LoadedCase, p: OMNetParams) -> np.ndarray:
     """:func:`probabilities` -> canonical labels: the tasks fused (Section III-A), then the
     post-processing of the p rows."""
     labels = to_canonical(fuse(probs[:5], probs[5:10], probs[10:12])).astype(np.uint8)
@@ -539,7 +540,7 @@ def labels_from_probabilities(row: Row, probs: np.ndarray, lc: LoadedCase, p) ->
 
 # ------------------------------------------------------------------ Fig. 6
 @torch.no_grad()
-def channel_importance_maps(net: nn.Module, lc: LoadedCase, p, z: int | None = None, device=None):
+def channel_importance_maps(net: nn.Module, lc: LoadedCase, p: OMNetParams, z: int | None = None, device=None):
     """Fig. 6: the shared features F and task 1's probabilities stitched over the whole
     case (overlap-tile), then m_t and m_n (Eqs. 5-6) of one axial slice.
 
@@ -582,7 +583,7 @@ class OMNetPipeline(Pipeline):
     training_text = "curriculum {stage_epochs} x {steps_per_epoch} steps"
     rows = ROWS
 
-    def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
+    def train_fold(self, row, fold, train, val, p: OMNetParams, out_dir, device=None) -> Trained:
         cases = [c if isinstance(c, TaskCase) else task_case(c) for c in train]
         res = train_row(ROWS[row], cases, p, out_dir, seed=p.seed + 1000 * fold, device=device)
         return Trained(row, fold, res.nets, res.logs, res.seconds, {"history": res.history})
@@ -594,15 +595,15 @@ class OMNetPipeline(Pipeline):
         (src,) = parts
         return Trained(row, src.fold, src.networks, src.logs, src.train_seconds, src.state)
 
-    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+    def probabilities(self, trained, case, p: OMNetParams, device=None) -> np.ndarray:
         if ROWS[trained.row].kind == "mc":
             raise ValueError(f"{trained.row} is a cascade: it predicts labels, not one set of probabilities")
         return probabilities(trained.networks, case, p, device)
 
-    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+    def to_labels(self, trained, probs, case, p: OMNetParams, final=False) -> np.ndarray:
         return labels_from_probabilities(ROWS[trained.row], probs, case, p)
 
-    def predict(self, trained, case, p, tta=1, final=False, device=None) -> Prediction:
+    def predict(self, trained, case, p: OMNetParams, tta=1, final=False, device=None) -> Prediction:
         row = ROWS[trained.row]
         if row.kind != "mc":
             return super().predict(trained, case, p, tta, final, device)
@@ -610,7 +611,7 @@ class OMNetPipeline(Pipeline):
             raise ValueError(f"{row.label}: the cascade takes no test-time flips (asked for {tta})")
         return Prediction(predict(row, trained.networks, case, p, device))
 
-    def network_inputs(self, trained, p):
+    def network_inputs(self, trained, p: OMNetParams):
         row = ROWS[trained.row]
         nets = trained.networks[: row.stages] if row.kind == "mc" else trained.networks
         return [((4, *p.patch_size), int(np.prod(p.tile_centre)))] * len(nets)

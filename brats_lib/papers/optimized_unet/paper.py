@@ -15,6 +15,12 @@ import pandas as pd
 
 from brats_lib.claims import Claim
 
+
+#: the table this notebook's report leads with (``tables/<name>.md``, shown in reports/README.md)
+HEADLINE = "table1"
+#: what the notebook teaches, in the course order of reports/README.md
+LESSON = 'a strong 3D U-Net baseline and how to run an ablation honestly (folds, CIs, paired tests)'
+
 #: table -> [(row label as printed by the paper, key of RUNS)]; the first row is the baseline
 TABLES: dict[str, list[tuple[str, str]]] = {
     "table1": [("U-Net", "U-Net"), ("UNETR", "UNETR"), ("SegResNetVAE", "SegResNetVAE")],

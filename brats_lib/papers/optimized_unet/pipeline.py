@@ -90,7 +90,7 @@ FINAL_ROW = "D+C+O"
 
 
 # ------------------------------------------------------------------ networks and losses
-def model_kwargs(run: Run, p, paper_size: bool = False) -> dict:
+def model_kwargs(run: Run, p: OptimizedUNetParams, paper_size: bool = False) -> dict:
     """Constructor arguments of ``run``'s network: from the parameters ``p`` (scaled for the
     ``cpu``/``test`` profiles) or, with ``paper_size``, the paper's own sizes at 128^3."""
     patch = [128, 128, 128] if paper_size else list(p.patch_size)
@@ -110,12 +110,12 @@ def model_kwargs(run: Run, p, paper_size: bool = False) -> dict:
     return kw
 
 
-def build_model(run: Run, p, paper_size: bool = False) -> torch.nn.Module:
+def build_model(run: Run, p: OptimizedUNetParams, paper_size: bool = False) -> torch.nn.Module:
     """``run``'s network, built from the registry with :func:`model_kwargs`."""
     return models.build(run.model, **model_kwargs(run, p, paper_size))
 
 
-def loss_function(run: Run, p) -> torch.nn.Module:
+def loss_function(run: Run, p: OptimizedUNetParams) -> torch.nn.Module:
     """Dice + BCE (or Focal) per region, summed over WT, TC, ET; deep supervision by eq. (1);
     SegResNetVAE adds ``vae_weight`` x its VAE loss."""
     region = losses.region_loss("dice_focal" if run.loss == "dice_focal" else "dice_bce", batch_dice=True)
@@ -125,14 +125,14 @@ def loss_function(run: Run, p) -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------ data
-def network_input(lc: LoadedCase, onehot: bool, p) -> tuple[np.ndarray, np.ndarray | None]:
+def network_input(lc: LoadedCase, onehot: bool, p: OptimizedUNetParams) -> tuple[np.ndarray, np.ndarray | None]:
     """(input (4 or 5, h, w, d), label cropped alike): crop to the brain, z-score inside it
     (background stays 0), append the one-hot foreground channel when asked."""
     x, box = prepare_image(lc.image, NORMALISATION, p.onehot_mode if onehot else None)
     return x, (lc.label[box.slices] if lc.label is not None else None)
 
 
-def patch_dataset(cases: Sequence[LoadedCase], run: Run, p, seed: int) -> PatchDataset:
+def patch_dataset(cases: Sequence[LoadedCase], run: Run, p: OptimizedUNetParams, seed: int) -> PatchDataset:
     """Random patches; augmented here, per patch, unless ``p.device_augment`` moves the
     augmentation to the training device (:func:`device_augmentation`)."""
     arrays = [network_input(lc, run.onehot, p) for lc in cases]
@@ -142,14 +142,14 @@ def patch_dataset(cases: Sequence[LoadedCase], run: Run, p, seed: int) -> PatchD
                         passes=p.epoch_pass)
 
 
-def device_augmentation(p, seed: int) -> DeviceBatch | None:
+def device_augmentation(p: OptimizedUNetParams, seed: int) -> DeviceBatch | None:
     """What ``p.device_augment`` moves to the training device (see :class:`DeviceBatch`)."""
     if not p.device_augment:
         return None
     return DeviceBatch(DeviceNnUNetAugmentation(mri_channels=4, seed=seed) if p.augment else None)
 
 
-def predict(model, lc: LoadedCase, run: Run, p, tta=None, thresholds=(0.5, 0.5, 0.5), device=None):
+def predict(model, lc: LoadedCase, run: Run, p: OptimizedUNetParams, tta=None, thresholds=(0.5, 0.5, 0.5), device=None):
     """(labels, probabilities (3, H, W, D)) of one case: sliding window at the patch size,
     overlap 0.5, Gaussian weights; ``model`` may be a list (an ensemble)."""
     return predict_case(model, lc.image, p.patch_size, "sigmoid", thresholds, p.overlap, "gaussian", tta,
@@ -157,7 +157,7 @@ def predict(model, lc: LoadedCase, run: Run, p, tta=None, thresholds=(0.5, 0.5, 
                         amp=p.amp, label_rule=p.label_rule, tta_mode=p.tta_mode)
 
 
-def validation(cases: Sequence[LoadedCase], run: Run, p, device=None):
+def validation(cases: Sequence[LoadedCase], run: Run, p: OptimizedUNetParams, device=None):
     """``val_fn`` for :func:`~brats_lib.training.fit`: mean Dice per region over whole
     validation cases (no TTA, thresholds 0.5, as the paper's per-epoch evaluation)."""
 
@@ -167,7 +167,7 @@ def validation(cases: Sequence[LoadedCase], run: Run, p, device=None):
 
 
 # ------------------------------------------------------------------ training
-def train_config(p, lr: float, run: Run | None = None) -> TrainConfig:
+def train_config(p: OptimizedUNetParams, lr: float, run: Run | None = None) -> TrainConfig:
     """Section 3.2: Adam, weight decay, linear warm-up over ``warmup_steps`` then cosine.
     ``p.channels_last`` applies to the convolutional U-Nets only (MONAI's SegResNetVAE and
     UNETR reshape with ``view``, which needs the default layout)."""
@@ -180,7 +180,7 @@ def train_config(p, lr: float, run: Run | None = None) -> TrainConfig:
                        progress=p.progress, channels_last=p.channels_last and conv, compile=p.compile)
 
 
-def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[LoadedCase], p,
+def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[LoadedCase], p: OptimizedUNetParams,
                out_dir: str | Path, device=None) -> tuple[FitResult, float]:
     """Train row ``name`` on one fold for every learning rate of ``p.learning_rates``; return
     the run with the highest best validation Dice and its learning rate (Section 3.2 ran
@@ -198,7 +198,7 @@ def train_fold(name: str, fold: int, train: Sequence[LoadedCase], val: Sequence[
     return best
 
 
-def load_ensemble(res: FitResult, run: Run, p) -> list[torch.nn.Module]:
+def load_ensemble(res: FitResult, run: Run, p: OptimizedUNetParams) -> list[torch.nn.Module]:
     """The stored best checkpoints of a fold (the two best epochs), ready to average."""
     out = []
     for path in res.best_checkpoints:
@@ -212,7 +212,7 @@ def region_dice(labels: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {r: dice(L.region_mask(labels, r), L.region_mask(ref, r)) for r in L.REGIONS}
 
 
-def to_labels(prob: np.ndarray, thresholds: Sequence[float], p) -> np.ndarray:
+def to_labels(prob: np.ndarray, thresholds: Sequence[float], p: OptimizedUNetParams) -> np.ndarray:
     """Region probabilities (WT, TC, ET) -> labels with ``thresholds`` and the profile's rule."""
     return probabilities_to_labels(prob, "sigmoid", thresholds, p.label_rule)
 
@@ -268,7 +268,7 @@ def min_total_search(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray], 
     return pd.DataFrame(rows).set_index("min_total")
 
 
-def export_predictor(path: str | Path, nets: Sequence[torch.nn.Module], run: Run, p,
+def export_predictor(path: str | Path, nets: Sequence[torch.nn.Module], run: Run, p: OptimizedUNetParams,
                      thresholds: Sequence[float] = PAPER_THRESHOLDS, postprocess_kwargs: dict | None = None) -> Path:
     """Write ``nets`` (a fold's ensemble) with the paper's inference settings as a predictor
     file for ``python -m brats_lib predict``."""
@@ -292,20 +292,20 @@ class OptimizedUNetPipeline(Pipeline):
     training_text = "{epochs} x {steps_per_epoch} steps, lr {learning_rates}"
     rows = RUNS
 
-    def train_fold(self, row, fold, train, val, p, out_dir, device=None) -> Trained:
+    def train_fold(self, row, fold, train, val, p: OptimizedUNetParams, out_dir, device=None) -> Trained:
         res, lr = train_fold(row, fold, train, val, p, out_dir, device)
         nets = [m.to(device or "cpu").eval() for m in load_ensemble(res, RUNS[row], p)]
         return Trained(row, fold, nets, [res.log], res.train_seconds + res.val_seconds, {"fit": res, "lr": lr})
 
-    def probabilities(self, trained, case, p, device=None) -> np.ndarray:
+    def probabilities(self, trained, case, p: OptimizedUNetParams, device=None) -> np.ndarray:
         return predict(trained.networks, case, RUNS[trained.row], p, tta=1, device=device)[1]
 
-    def to_labels(self, trained, probs, case, p, final=False) -> np.ndarray:
+    def to_labels(self, trained, probs, case, p: OptimizedUNetParams, final=False) -> np.ndarray:
         if final:
             return final_labels(probs, p)
         return to_labels(probs, (0.5, 0.5, 0.5), p)
 
-    def network_inputs(self, trained, p):
+    def network_inputs(self, trained, p: OptimizedUNetParams):
         return [((RUNS[trained.row].in_channels, *p.patch_size), int(np.prod(p.patch_size)))] * len(trained.networks)
 
 
