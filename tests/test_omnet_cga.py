@@ -264,6 +264,25 @@ def test_fuse_goes_coarse_to_fine():
     assert (five3 == ET5).sum() > 0 and not ((five3 == ET5) & (p3[1] < 0.5)).any()
 
 
+def test_profile_dilation_sets_task2_region_and_fusion():
+    """``p.dilation`` (paper 5) is the tumour dilation of task 2's sampling region and of the
+    region task 2 relabels when the one-pass outputs are fused."""
+    img, lab, _ = make_phantom(5, (32, 32, 32), kind="gbm")
+    lc = LoadedCase("x", img, lab, np.eye(4), None, (1.0, 1.0, 1.0))
+    sizes = {d: int(OM.task_case(lc, d).regions[1].sum()) for d in (1, 3)}
+    assert 0 < sizes[1] < sizes[3]
+    # one-pass maps: task 1 says tumour (ED) in a blob, task 2 says NCR everywhere
+    probs = np.zeros((12,) + lab.shape, np.float32)
+    probs[NORMAL5] = 1
+    probs[NORMAL5, 14:18, 14:18, 14:18], probs[2, 14:18, 14:18, 14:18] = 0, 1
+    probs[5 + NCR5] = 1
+    probs[10] = 1  # task 3: no ET
+    wt = {d: int((OM.labels_from_probabilities(OM.ROWS["OM-Net"], probs, lc,
+                                                dataclasses.replace(P_TEST, dilation=d)) > 0).sum()) for d in (1, 3)}
+    blob = OM.dilate(np.pad(np.ones((4, 4, 4), bool), 14), 1)
+    assert wt[1] == int(blob[:32, :32, :32].sum()) and wt[3] > wt[1]
+
+
 def test_cascade_and_one_pass_predict_whole_cases(task_cases):
     img, lab, _ = make_phantom(5, (32, 32, 32), kind="gbm")
     lc = LoadedCase("x", img, lab, np.eye(4), None, (1.0, 1.0, 1.0))

@@ -39,7 +39,7 @@ def train_fold_ensemble(pool: Sequence[str], cases: Mapping[str, LoadedCase], p:
     nets: list[nn.Module] = []
     splits = make_splits(list(pool), p.ensemble_folds, p.seed)
     for k, fold in enumerate(tqdm(splits, desc="CGA* fold models", disable=not progress)):
-        train = [task_case(cases[c]) for c in fold["train"]]
+        train = [task_case(cases[c], p.dilation) for c in fold["train"]]
         res = train_row(ROWS["OM-Net + CGA"], train, p, Path(out_dir) / f"fold{k}", seed=p.seed + 7000 + k,
                         device=device)
         nets += res.nets

@@ -54,3 +54,6 @@ class OMNetParams(TrainingParams):
     tumour_weight: float = 1.0
     #: weight of ET in task 3's cross-entropy (None: tumour_weight; paper 1)
     et_weight: float | None = None
+    #: voxels by which the tumour is dilated: task 2's sampling region while training and the
+    #: region task 2 relabels at inference (paper 5, on BraTS' 1 mm grid)
+    dilation: int = 5

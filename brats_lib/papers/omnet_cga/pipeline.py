@@ -474,9 +474,11 @@ def _uncrop(five: np.ndarray, box) -> np.ndarray:
     return P.uncrop(to_canonical(five), box, fill=0).astype(np.uint8)
 
 
-def predict_cascade(nets: Sequence[nn.Module], x: np.ndarray, p: OMNetParams, device=None, dilation: int = PAPER_DILATION):
-    """MC inference (Fig. 1a): net 1 on the brain; net 2 on the dilated coarse tumour;
-    net 3 on the tumour core - three passes, each after the last. Returns 5-class labels."""
+def predict_cascade(nets: Sequence[nn.Module], x: np.ndarray, p: OMNetParams, device=None):
+    """MC inference (Fig. 1a): net 1 on the brain; net 2 on the coarse tumour dilated by
+    ``p.dilation``; net 3 on the tumour core - three passes, each after the last. Returns
+    5-class labels."""
+    dilation = p.dilation
     brain = P.brain_mask(x)
     kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device, amp=p.amp)
     p1 = overlap_tile(_softmax_fn(nets[0]), x, mask=brain, fill=[_background(5)], **kw)[0]
@@ -492,15 +494,14 @@ def predict_cascade(nets: Sequence[nn.Module], x: np.ndarray, p: OMNetParams, de
     return fuse(p1, p2, p3, dilation)
 
 
-def predict_one_pass(net: nn.Module | Sequence[nn.Module], x: np.ndarray, p: OMNetParams, device=None,
-                     dilation: int = PAPER_DILATION):
+def predict_one_pass(net: nn.Module | Sequence[nn.Module], x: np.ndarray, p: OMNetParams, device=None):
     """OM-Net inference (Fig. 1b): one pass over the brain gives all three tasks' outputs,
     fused as MC. A list of networks is an ensemble (probabilities averaged, as OM-Net +
     CGA*). Returns 5-class labels."""
     kw = dict(patch=p.patch_size, centre=p.tile_centre, batch_size=p.tile_batch, device=device, amp=p.amp)
     p1, p2, p3 = overlap_tile(_softmax_fn(net), x, mask=P.brain_mask(x),
                               fill=[_background(5), _background(5), _background(2)], **kw)
-    return fuse(p1, p2, p3, dilation)
+    return fuse(p1, p2, p3, p.dilation)
 
 
 def predict(row: Row, nets: Sequence[nn.Module], lc: LoadedCase, p: OMNetParams, device=None) -> np.ndarray:
@@ -532,7 +533,7 @@ def probabilities(nets: Sequence[nn.Module], lc: LoadedCase, p: OMNetParams, dev
 def labels_from_probabilities(row: Row, probs: np.ndarray, lc: LoadedCase, p: OMNetParams) -> np.ndarray:
     """:func:`probabilities` -> canonical labels: the tasks fused (Section III-A), then the
     post-processing of the p rows."""
-    labels = to_canonical(fuse(probs[:5], probs[5:10], probs[10:12])).astype(np.uint8)
+    labels = to_canonical(fuse(probs[:5], probs[5:10], probs[10:12], p.dilation)).astype(np.uint8)
     if row.post:
         labels = two_step(labels, lc.image, p.tau_max, p.tau_fraction, p.et_max_component)
     return labels
@@ -584,7 +585,7 @@ class OMNetPipeline(Pipeline):
     rows = ROWS
 
     def train_fold(self, row, fold, train, val, p: OMNetParams, out_dir, device=None) -> Trained:
-        cases = [c if isinstance(c, TaskCase) else task_case(c) for c in train]
+        cases = [c if isinstance(c, TaskCase) else task_case(c, p.dilation) for c in train]
         res = train_row(ROWS[row], cases, p, out_dir, seed=p.seed + 1000 * fold, device=device)
         return Trained(row, fold, res.nets, res.logs, res.seconds, {"history": res.history})
 

@@ -43,7 +43,7 @@ TIMED_ROWS = ("MC1", "MC2", "MC3", "OM-Net", "OM-Net + CGA")
 #: the detailed Table I's metrics per region: (metric, decimals, scale; 100 prints percent)
 DETAIL_METRICS = (("Dice", 1, 100), ("PPV", 1, 100), ("Sensitivity", 1, 100), ("HD95", 1, 1))
 #: the sampling region of each task (Section III-A), as :attr:`~.pipeline.TaskCase.regions` orders them
-REGION_NAMES = ("task 1 centres (brain)", "task 2 centres (tumour + 5 voxels)", "task 3 centres (core)")
+REGION_NAMES = ("task 1 centres (brain)", f"task 2 centres (tumour + {PAPER_DILATION} voxels)", "task 3 centres (core)")
 
 
 # ------------------------------------------------------------------ Section 1: method
@@ -52,7 +52,7 @@ def settings_text(p: OMNetParams) -> str:
     thresholds (Ineq. 1-2) and the dilation of the coarse tumour."""
     return (f"Post-processing of this run: tau_VOL = min({p.tau_max:g}, {p.tau_fraction:g} V_max), K-means when "
             f"vol_e(n) < {p.et_max_component}; data-transfer thresholds {TRANSFER_THRESHOLDS[0]:g} and "
-            f"{TRANSFER_THRESHOLDS[1]:g}; dilation {PAPER_DILATION} voxels.")
+            f"{TRANSFER_THRESHOLDS[1]:g}; dilation of the coarse tumour {p.dilation} voxels (paper {PAPER_DILATION}).")
 
 
 def scale_table(p: OMNetParams) -> pd.DataFrame:
@@ -116,13 +116,14 @@ def model_size_note(sizes: pd.DataFrame) -> str:
 
 
 # ------------------------------------------------------------------ Section 3: data
-def task_regions(cases: Iterable[D.LoadedCase], progress: bool = True) -> pd.DataFrame:
+def task_regions(cases: Iterable[D.LoadedCase], dilation: int = PAPER_DILATION, progress: bool = True) -> pd.DataFrame:
     """Mean, smallest and largest number of voxels per case where each task's patches may be
-    centred (:func:`~.pipeline.task_case`: the brain, the tumour dilated by 5 voxels, the core)."""
+    centred (:func:`~.pipeline.task_case`: the brain, the tumour dilated by ``dilation`` voxels, the core)."""
+    names = (REGION_NAMES[0], f"task 2 centres (tumour + {dilation} voxels)", REGION_NAMES[2])
     counts = []
     for lc in tqdm(list(cases), desc="task regions", disable=not progress):
-        tc = OM.task_case(lc)
-        counts.append({"case": tc.case_id, **{name: int(r.sum()) for name, r in zip(REGION_NAMES, tc.regions)}})
+        tc = OM.task_case(lc, dilation)
+        counts.append({"case": tc.case_id, **{name: int(r.sum()) for name, r in zip(names, tc.regions)}})
     return pd.DataFrame(counts).set_index("case").describe().loc[["mean", "min", "max"]]
 
 
