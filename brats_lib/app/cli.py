@@ -9,6 +9,7 @@ Subcommands::
     reproduce  [NOTEBOOK ...] --profile P [--data DIR] [--force] [--jobs N] [--dry-run]
     index      (re-render reports/README.md from the reports on disk)
     predict    --checkpoint CKPT --case DIR --out FILE.nii.gz [--tta N] [--labels CONVENTION]
+    select     METHOD [--set fold:K|phantoms:SEED ...] [--try KEY=VALUE ...] [--seeds S ...] [--out CSV]
 """
 from __future__ import annotations
 
@@ -190,6 +191,35 @@ def _cmd_reproduce(a) -> int:
     return 1 if failed else 0
 
 
+def _cmd_select(a) -> int:
+    import torch
+
+    from brats_lib.app import profiles
+    from brats_lib.app import select as SEL
+    cp = profiles.load("comparison", a.profile)
+    if a.method not in SEL.C.METHODS:
+        raise ValueError(f"unknown method {a.method!r}; expected one of {list(SEL.C.METHODS)}")
+    candidate = SEL.parse_setting(a.try_ or [])
+    settings = {"profile": {}}
+    if candidate:
+        settings[" ".join(a.try_)] = candidate
+    sets = SEL.selection_sets(cp, a.set or SEL.default_specs(cp), a.phantoms)
+    print(f"{a.method} ({a.profile} profile), sets: " + ", ".join(f"{s.name} ({len(s.train)} train / {len(s.val)} val)"
+                                                                   for s in sets) + f"; training seeds {list(a.seeds)}")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    per_case = SEL.evaluate(a.method, settings, sets, cp, a.profile, a.seeds, device=device,
+                            log=None if a.quiet else print)
+    if a.out:
+        from brats_lib.io import write_text
+
+        write_text(a.out, per_case.to_csv(index=False))
+    print(SEL.summary(per_case).to_markdown(index=False, floatfmt=".3f"))
+    if candidate:
+        print(f"\n{' '.join(a.try_)} minus the profile, paired over (set, seed, case):")
+        print(SEL.paired_difference(per_case, " ".join(a.try_), "profile").to_markdown(index=False, floatfmt=".3g"))
+    return 0
+
+
 def _cmd_index(a) -> int:
     from brats_lib.app.runner import REPORTS_DIR, write_index
 
@@ -253,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true",
                    help="list every notebook as current or to run, with the reason, and run nothing")
     s.set_defaults(func=_cmd_reproduce)
+
+    s = sub.add_parser("select", help="try a setting for one comparison method on cases no report scores")
+    s.add_argument("method", help="a comparison method, e.g. 'Cross-modality fusion'")
+    s.add_argument("--profile", choices=("test", "cpu", "full"), default="cpu")
+    s.add_argument("--set", action="append", metavar="fold:K|phantoms:SEED",
+                   help="a selection set (repeatable; default: every fold the comparison does not train, and phantoms:101)")
+    s.add_argument("--try", dest="try_", nargs="+", metavar="KEY=VALUE",
+                   help="values (YAML) that replace the profile's for this method; compared, paired, with the profile")
+    s.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
+    s.add_argument("--phantoms", type=int, default=16, help="cases of each phantoms:SEED set, half train / half val")
+    s.add_argument("--out", help="CSV of the per-case scores")
+    s.add_argument("--quiet", action="store_true", help="no line per trained model")
+    s.set_defaults(func=_cmd_select)
 
     s = sub.add_parser("index", help="re-render reports/README.md from the reports on disk")
     s.set_defaults(func=_cmd_index)
