@@ -14,6 +14,7 @@ Subcommands::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -208,7 +209,7 @@ def _cmd_select(a) -> int:
                                                                    for s in sets) + f"; training seeds {list(a.seeds)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     per_case = SEL.evaluate(a.method, settings, sets, cp, a.profile, a.seeds, device=device,
-                            log=None if a.quiet else print)
+                            log=None if a.quiet else functools.partial(print, flush=True))
     if a.out:
         from brats_lib.io import write_text
 
