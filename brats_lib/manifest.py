@@ -13,6 +13,7 @@ import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Mapping
 
 from .io import write_text
 from .paths import REPO_ROOT
@@ -54,18 +55,34 @@ def versions() -> dict:
     return out
 
 
-def manifest(notebook: str, profile: str, data_source: str, seed: int, wall_time_s: float | None = None,
-             amp: bool = True, **extra) -> dict:
-    """What a report's ``manifest.json`` holds: the run's notebook, profile, data, seed,
-    commit, hardware, library versions, the precision its networks ran in (``amp``: the
-    notebook's parameter; :mod:`brats_lib.precision`), wall time and ``extra`` keys."""
-    import torch
-
+def precisions(amp: bool | Mapping[str, bool], device_type: str) -> tuple[str, dict[str, str] | None]:
+    """The manifest's ``precision`` for ``amp`` (a notebook's parameter) on ``device_type``:
+    its name (:func:`~brats_lib.precision.precision_name`). ``amp`` may map the networks
+    of a report that mixes papers (the comparison) to each one's parameter: then the name
+    they share, or ``"mixed"``, and the name per network."""
     from .precision import precision_name
 
+    if isinstance(amp, Mapping):
+        each = {k: precision_name(device_type, bool(v)) for k, v in amp.items()}
+        names = set(each.values())
+        return (names.pop() if len(names) == 1 else "mixed"), each
+    return precision_name(device_type, bool(amp)), None
+
+
+def manifest(notebook: str, profile: str, data_source: str, seed: int, wall_time_s: float | None = None,
+             amp: bool | Mapping[str, bool] = True, **extra) -> dict:
+    """What a report's ``manifest.json`` holds: the run's notebook, profile, data, seed,
+    commit, hardware, library versions, the precision its networks ran in (``amp``: the
+    notebook's parameter, or a mapping of several networks' parameters, which adds
+    ``precision_by_network``; :func:`precisions`), wall time and ``extra`` keys."""
+    import torch
+
+    name, each = precisions(amp, "cuda" if torch.cuda.is_available() else "cpu")
+    if each is not None:
+        extra = {"precision_by_network": each, **extra}
     return {"notebook": notebook, "profile": profile, "data_source": data_source, "seed": seed,
             "git_commit": git_commit(), "hardware": hardware(), "versions": versions(),
-            "precision": precision_name("cuda" if torch.cuda.is_available() else "cpu", amp),
+            "precision": name,
             "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 1),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
 

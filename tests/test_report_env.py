@@ -63,6 +63,20 @@ def test_figures_and_manifest(tmp_path):
     assert on_disk["seed"] == 1 and on_disk["versions"]["numpy"] and re.match(r"[0-9a-f]{40}|unknown", m["git_commit"])
 
 
+def test_manifest_names_each_networks_precision_when_a_report_mixes_them(monkeypatch):
+    from brats_lib import precision as PR
+
+    monkeypatch.setattr(PR, "cpu_supports_bf16", lambda: True)
+    assert MF.precisions(True, "cpu") == ("bfloat16 autocast", None)
+    assert MF.precisions(False, "cpu") == ("float32", None)
+    name, each = MF.precisions({"A": True, "B": False}, "cpu")
+    assert name == "mixed" and each == {"A": "bfloat16 autocast", "B": "float32"}
+    assert MF.precisions({"A": True, "B": True}, "cuda")[0] == "float16 autocast"
+    m = MF.manifest("comparison", "test", "phantoms", 0, amp={"A": True, "B": False})
+    assert m["precision"] == "mixed" and m["precision_by_network"]["B"] == "float32"
+    assert "precision_by_network" not in MF.manifest("x", "test", "phantoms", 0, amp=True)
+
+
 def test_environment_yml_installs_the_pyproject_set():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     deps = env["dependencies"]
