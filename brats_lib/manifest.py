@@ -31,11 +31,30 @@ def git_commit(root: Path = REPO_ROOT) -> str:
         return "unknown"
 
 
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name and its bfloat16 instructions (``amx_bf16``, ``avx512_bf16``):
+    wall times in two manifests compare only on the same model (one cpu profile took
+    1.4x as long on one 2-core machine as on another). ``cpuinfo``: the text of
+    ``/proc/cpuinfo`` (read when None); ``platform.processor()`` where there is none."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in fields.get("flags", "").split()]
+    return name + (f", {' + '.join(bf16)}" if bf16 else "")
+
+
 def hardware() -> dict:
     import torch
 
-    hw = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-          "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+    hw = {"platform": platform.platform(), "processor": platform.machine(), "cpu_model": cpu_model(),
+          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     try:
         hw["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):

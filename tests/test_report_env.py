@@ -77,6 +77,16 @@ def test_manifest_names_each_networks_precision_when_a_report_mixes_them(monkeyp
     assert "precision_by_network" not in MF.manifest("x", "test", "phantoms", 0, amp=True)
 
 
+def test_manifest_hardware_names_the_cpu_model_and_its_bf16_instructions():
+    info = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+            "model name\t: AMD EPYC 9R14\nflags\t\t: fpu avx512f avx512_bf16 avx512_vnni\n")
+    assert MF.cpu_model(info) == "AMD EPYC 9R14 (family 25, model 17), avx512_bf16"
+    intel = "model name\t: Intel(R) Xeon(R) 8488C\nflags\t: avx512f amx_bf16 avx512_bf16 amx_tile\n"
+    assert MF.cpu_model(intel) == "Intel(R) Xeon(R) 8488C, amx_bf16 + avx512_bf16"
+    assert "avx" not in MF.cpu_model("model name\t: Old CPU\nflags\t: sse2\n")
+    assert MF.hardware()["cpu_model"]
+
+
 def test_environment_yml_installs_the_pyproject_set():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     deps = env["dependencies"]
