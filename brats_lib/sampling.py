@@ -183,6 +183,21 @@ def make_splits(case_ids: Sequence[str], n_folds: int, seed: int = 0) -> list[di
     return [{"train": sorted(set(ids) - set(f)), "val": f} for f in folds]
 
 
+def extend_splits(splits: list[dict[str, list[str]]], new_ids: Sequence[str], seed: int = 0) -> list[dict[str, list[str]]]:
+    """``splits`` grown by the cases ``new_ids``: they are split into as many folds
+    (:func:`make_splits`, ``seed``) and fold ``k`` of the result validates fold ``k``'s
+    old cases and new cases. Every case keeps the role it had in every fold, so a fold
+    whose validation cases were used to choose settings stays that fold, and a fold that
+    scores a report still scores its old cases."""
+    old = {c for f in splits for c in (*f["train"], *f["val"])}
+    new = sorted(set(new_ids))
+    if old & set(new):
+        raise ValueError(f"cases already in the splits: {sorted(old & set(new))[:5]}")
+    grown = make_splits(new, len(splits), seed)
+    return [{"train": sorted([*f["train"], *g["train"]]), "val": sorted([*f["val"], *g["val"]])}
+            for f, g in zip(splits, grown)]
+
+
 PHANTOM_PREFIX = "Phantom_"
 
 

@@ -77,6 +77,20 @@ def test_slice_dataset(case):
     assert len(ds) == int(np.any(image != 0, axis=(0, 1, 2)).sum())
 
 
+def test_extended_splits_keep_every_old_case_in_its_fold():
+    old = S.make_splits([f"c{i:02d}" for i in range(12)], 3, seed=0)
+    new_ids = [f"c{i:02d}" for i in range(12, 24)]
+    grown = S.extend_splits(old, new_ids, seed=0)
+    assert len(grown) == 3
+    assert sorted(sum((f["val"] for f in grown), [])) == sorted([*sum((f["val"] for f in old), []), *new_ids])
+    for f, g in zip(old, grown):
+        assert set(f["val"]) <= set(g["val"]) and set(f["train"]) <= set(g["train"])
+        assert not set(g["train"]) & set(g["val"]) and len(g["train"]) + len(g["val"]) == 24
+        assert len(g["val"]) == 8
+    with pytest.raises(ValueError, match="already in the splits"):
+        S.extend_splits(old, ["c03", "c30"])
+
+
 def test_splits_fixed_and_disjoint(tmp_path):
     ids = [f"c{i}" for i in range(11)]
     splits = S.make_splits(ids, 5, seed=0)
