@@ -399,8 +399,8 @@ class Trainer:
         seed_everything(cfg.seed + info.rank)
         self.model = model.to(device)
         guard_tiny_convolutions(model, device.type, cfg.amp)
-        if cfg.channels_last:
-            model.to(memory_format=torch.channels_last_3d)
+        if cfg.channels_last and any(w.dim() == 5 for w in model.parameters()):
+            model.to(memory_format=torch.channels_last_3d)  # a 3D network (2D ones keep theirs)
         self.net: nn.Module = model
         if info.world > 1:
             self.net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)

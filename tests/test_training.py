@@ -187,3 +187,24 @@ def test_tiny_convolutions_run_in_float32_under_bfloat16():
     assert bad == 0
     plain = torch.nn.Sequential(torch.nn.Conv3d(8, 8, 3, padding=1))
     assert type(guard_tiny_convolutions(plain, "cpu", amp=False)[0]) is torch.nn.Conv3d  # float32: untouched
+
+
+def test_channels_last_reorders_a_3d_network_and_leaves_a_2d_one_as_it_is(tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=2, progress=False, channels_last=True)
+    net3d = _model()
+    fit(net3d, DeepSupervision(region_loss(), (1.0, 0.5)), _data(), cfg, tmp_path / "3d")
+    conv3d = next(m for m in net3d.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv3d.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv3d.weight.is_contiguous()
+
+    class Slices(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            g = torch.Generator().manual_seed(i)
+            return torch.randn(4, 16, 16, generator=g), (torch.rand(3, 16, 16, generator=g) > 0.5).float()
+
+    torch.manual_seed(0)
+    net2d = torch.nn.Conv2d(4, 3, 3, padding=1)
+    res = fit(net2d, torch.nn.BCEWithLogitsLoss(), Slices(), cfg, tmp_path / "2d")  # no rank-5 error
+    assert net2d.weight.is_contiguous() and np.isfinite(res.log["train_loss"]).all()

@@ -282,6 +282,7 @@ class Pretrained:
 def train_config(p: CrossModalityParams, epochs: int, lr: float, batch_size: int | None = None) -> TrainConfig:
     """Sec. 4.1: Adam, constant learning rate (no schedule is given)."""
     return TrainConfig(epochs=epochs, batch_size=batch_size or p.batch_size, optimizer="adam", lr=lr,
+                       channels_last=p.channels_last,
                        schedule="constant", val_every=0, amp=p.amp, num_workers=p.num_workers, seed=p.seed,
                        progress=p.progress)
 

@@ -134,6 +134,7 @@ def validation(cases: Sequence[LoadedCase], p: HNFNetv2Params, device=None):
 def train_config(p: HNFNetv2Params) -> TrainConfig:
     """Section 4.1: Adam (0.9, 0.999), linear warm-up then poly (0.9) decay, L2 weight decay."""
     return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, optimizer="adam", lr=p.lr, betas=(0.9, 0.999),
+                       channels_last=p.channels_last,
                        weight_decay=p.weight_decay, schedule="poly", poly_power=0.9, warmup_epochs=p.warmup_epochs,
                        schedule_per_epoch=True,
                        val_every=p.val_every, best_metric="dice_mean", keep_best=1, amp=p.amp,

@@ -271,6 +271,7 @@ def train_config(p: OMNetParams, epochs: int) -> TrainConfig:
     """Section IV-C: SGD, momentum 0.99, weight decay 5e-4, lr halved every ``lr_step_epochs``
     (``p.optimizer`` may replace SGD by Adam for short CPU runs)."""
     return TrainConfig(epochs=epochs, batch_size=p.batch_size, optimizer=p.optimizer, lr=p.lr, momentum=0.99,
+                       channels_last=p.channels_last,
                        weight_decay=p.weight_decay, schedule="step", step_epochs=p.lr_step_epochs, step_gamma=0.5,
                        val_every=0, amp=p.amp, num_workers=p.num_workers, seed=p.seed, progress=p.progress)
 

@@ -51,8 +51,8 @@ class OptimizedUNetParams(TrainingParams):
     #: augment batches on the training device (tensor ops, as NVIDIA's DALI pipeline) instead
     #: of per patch in the loader; trilinear instead of cubic zoom
     device_augment: bool = False
-    #: NDHWC weights and inputs, and torch.compile (CUDA only)
-    channels_last: bool = False
+    #: torch.compile (CUDA only); ``channels_last`` (NDHWC, common to every paper) applies to
+    #: the convolutional U-Nets only
     compile: bool = False
     fg_prob: float = 0.4
     weight_decay: float = 1e-4
