@@ -53,6 +53,10 @@ class ComparisonParams(FoldParams):
     methods: list[str]
     #: per method label, values replacing its paper profile's (same profile name as this one)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: phantoms beyond the split's pool (the last ones of the seed) that no method trains or
+    #: selects on: every trained fold's models score them as well as the fold's validation
+    #: cases (cheap: inference only), so that the means rest on more cases than one fold has
+    holdout_cases: int = 0
     #: test-time flips of the whole volume, the same for every method (1, 4 or 8)
     tta: int = 1
     #: share of each fold's training cases held back for the methods' own selections
@@ -235,11 +239,17 @@ def timed(fn: Callable[[], object], device=None) -> tuple[object, float]:
 
 # ------------------------------------------------------------------ the notebook's loop and tables
 def evaluate(methods: Sequence[Method], params_of: dict[str, Any], folds: Sequence[dict], cases: dict[str, LoadedCase],
-             p, out_dir: str | Path, device=None) -> tuple[dict[tuple[str, int], Fitted], pd.DataFrame, pd.DataFrame]:
+             p, out_dir: str | Path, device=None, holdout: Sequence[str] = ()
+             ) -> tuple[dict[tuple[str, int], Fitted], pd.DataFrame, pd.DataFrame]:
     """Train every method on every fold (:func:`train`, never seeing the fold's validation
-    cases) and score each validation case with the comparison's flips (``p.tta``), timed;
-    the first ``p.memory_cases`` predictions of each method also get their peak memory.
-    Returns ``{(method, fold): Fitted}``, the per-case table and the memory table."""
+    cases) and score each validation case, and each ``holdout`` case (in no fold: no method
+    trains or selects on it), with the comparison's flips (``p.tta``), timed; the first
+    ``p.memory_cases`` predictions of each method also get their peak memory. Returns
+    ``{(method, fold): Fitted}``, the per-case table (``scored``: "validation" or
+    "held out") and the memory table."""
+    in_folds = {c for f in folds for c in (*f["train"], *f["val"])}
+    if set(holdout) & in_folds:
+        raise ValueError(f"held-out cases inside the folds: {sorted(set(holdout) & in_folds)}")
     fitted, per_case, memory = {}, [], []
     bar = tqdm([(m, k) for m in methods for k in range(len(folds))], desc="methods x folds", disable=not p.progress)
     for m, k in bar:
@@ -247,12 +257,13 @@ def evaluate(methods: Sequence[Method], params_of: dict[str, Any], folds: Sequen
         f = train(m, k, [cases[c] for c in folds[k]["train"]], params_of[m.label],
                   Path(out_dir) / pipelines.safe_name(m.label) / f"fold{k}", p.selection_fraction, p.seed, device=device)
         fitted[m.label, k] = f
-        for i, lc in enumerate(cases[c] for c in folds[k]["val"]):
+        scored = [(c, "validation") for c in folds[k]["val"]] + [(c, "held out") for c in holdout]
+        for i, (lc, kind) in enumerate((cases[c], kind) for c, kind in scored):
             labels, sec = timed(lambda: f.predict(lc, p.tta), device)
             if i < p.memory_cases:
                 _, mib = peak_memory(lambda: f.predict(lc, p.tta), device)
                 memory.append({"method": m.label, "case": lc.case_id, "peak MiB": mib})
-            per_case.append({"method": m.label, "fold": k, "case": lc.case_id, "seconds": sec,
+            per_case.append({"method": m.label, "fold": k, "case": lc.case_id, "scored": kind, "seconds": sec,
                              **M.case_scores(labels, lc.label, lc.spacing)})
     return fitted, pipelines.with_dice_mean(pd.DataFrame(per_case)), pd.DataFrame(memory, columns=["method", "case", "peak MiB"])
 

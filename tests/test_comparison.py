@@ -85,6 +85,12 @@ def test_every_method_has_a_pipeline_and_a_known_row():
         assert pipe.rows is rows[m.notebook] and m.row in pipe.rows, m
 
 
+def test_evaluate_refuses_held_out_cases_that_a_fold_holds():
+    folds = [{"train": ["a", "b"], "val": ["c"]}]
+    with pytest.raises(ValueError, match=r"held-out cases inside the folds: \['b'\]"):
+        C.evaluate([], {}, folds, {}, params.load("comparison", "test"), "unused", holdout=["b", "z"])
+
+
 @pytest.mark.slow
 def test_notebook_under_test_profile(test_profile_report):
     out = test_profile_report("comparison")
@@ -99,6 +105,9 @@ def test_notebook_under_test_profile(test_profile_report):
     assert len(pairs) == len(C.METHODS) * (len(C.METHODS) - 1) // 2
     per = pd.read_csv(out / "tables" / "per_case.csv")
     assert per.groupby("method").size().nunique() == 1  # the same cases for every method
+    held = per[per.scored == "held out"]
+    assert set(per.scored) == {"validation", "held out"} and held.groupby("method").size().eq(1).all()
+    assert not set(held.case) & set(per.loc[per.scored == "validation", "case"])
     for fig in ("dice_boxplots", "dice_vs_macs", "one_case_every_method"):
         assert (out / "figures" / f"{fig}.png").exists()
     man = json.loads((out / "manifest.json").read_text())
