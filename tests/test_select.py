@@ -106,3 +106,32 @@ def test_select_command_trains_on_selection_sets_only(tmp_path, capsys):
 def test_select_command_rejects_an_unknown_method(capsys):
     assert cli.main(["select", "nnU-Net", "--profile", "test"]) == 2
     assert "unknown method 'nnU-Net'" in capsys.readouterr().err
+
+
+def test_each_selection_call_trains_in_a_folder_of_its_own_and_leaves_nothing(cp, tmp_path, monkeypatch):
+    """Two selections at once must not share a training folder (fit resumes from any
+    last.pt it finds there), and an error must not leave checkpoints behind."""
+    fold, = SEL.selection_sets(cp, ["fold:1"])
+    seen = []
+
+    class Fitted:
+        train_seconds = 0.0
+
+        def predict(self, lc, tta):
+            return lc.label
+
+    def fake_train(m, k, train, p, out_dir, fraction, seed, device=None):
+        out_dir.mkdir(parents=True)
+        (out_dir / "last.pt").write_text("checkpoint")
+        seen.append(out_dir)
+        if len(seen) == 3:
+            raise RuntimeError("interrupted")
+        return Fitted()
+
+    monkeypatch.setattr(SEL.C, "train", fake_train)
+    SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], out_dir=tmp_path, log=None)
+    SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], out_dir=tmp_path, log=None)
+    assert seen[0].parent != seen[1].parent and all(tmp_path in d.parents for d in seen)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], out_dir=tmp_path, log=None)
+    assert list(tmp_path.iterdir()) == []

@@ -22,6 +22,7 @@ every time:
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,6 +32,7 @@ import pandas as pd
 from brats_lib import comparison as C
 from brats_lib import data as D
 from brats_lib import metrics as M
+from brats_lib import pipeline as pipelines
 from brats_lib.app import profiles
 from brats_lib.paths import RUNS_DIR
 from brats_lib.sampling import read_splits, splits_path
@@ -120,24 +122,30 @@ def evaluate(method: str, settings: dict[str, dict[str, Any]], sets: Sequence[Se
         raise ValueError(f"unknown method {method!r}; expected one of {list(C.METHODS)}")
     m = C.METHODS[method]
     out_dir = Path(out_dir) if out_dir is not None else RUNS_DIR / "select" / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # a folder of this call's own: two selections running at once never share checkpoints
+    # (fit resumes from a last.pt it finds), and nothing is left behind, even on an error
+    work_root = Path(tempfile.mkdtemp(prefix=f"{pipelines.safe_name(method)}-", dir=out_dir))
     rows = []
-    for name, values in settings.items():
-        for s in sets:
-            for seed in seeds:
-                overrides = {**cp.method_overrides.get(m.label, {}), **values, "seed": int(seed)}
-                p = C.method_params(m, profile, profiles.as_dict(cp), overrides)
-                work = out_dir / "work"
-                shutil.rmtree(work, ignore_errors=True)
-                f = C.train(m, s.fold, s.train, p, work, cp.selection_fraction, cp.seed, device)
-                scored = [{"setting": name, "set": s.name, "seed": int(seed), "case": lc.case_id,
-                           **M.case_scores(f.predict(lc, cp.tta), lc.label, lc.spacing)} for lc in s.val]
-                rows += scored
-                if log is not None:
-                    d = pd.DataFrame(scored)
-                    log(f"{name}, {s.name}, seed {seed}: Dice WT / TC / ET "
-                        + " / ".join(f"{d[f'Dice {r}'].mean():.3f}" for r in ("WT", "TC", "ET"))
-                        + f" ({f.train_seconds:.0f} s training)")
-                shutil.rmtree(work, ignore_errors=True)
+    try:
+        for name, values in settings.items():
+            for s in sets:
+                for seed in seeds:
+                    overrides = {**cp.method_overrides.get(m.label, {}), **values, "seed": int(seed)}
+                    p = C.method_params(m, profile, profiles.as_dict(cp), overrides)
+                    work = work_root / f"{len(rows)}"
+                    f = C.train(m, s.fold, s.train, p, work, cp.selection_fraction, cp.seed, device)
+                    scored = [{"setting": name, "set": s.name, "seed": int(seed), "case": lc.case_id,
+                               **M.case_scores(f.predict(lc, cp.tta), lc.label, lc.spacing)} for lc in s.val]
+                    rows += scored
+                    if log is not None:
+                        d = pd.DataFrame(scored)
+                        log(f"{name}, {s.name}, seed {seed}: Dice WT / TC / ET "
+                            + " / ".join(f"{d[f'Dice {r}'].mean():.3f}" for r in ("WT", "TC", "ET"))
+                            + f" ({f.train_seconds:.0f} s training)")
+                    shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(work_root, ignore_errors=True)
     return pd.DataFrame(rows)
 
 
