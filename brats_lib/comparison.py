@@ -12,7 +12,9 @@ through the same calls of the one pipeline interface: no method has code of its 
 * :func:`method_params` - a paper's profile with the comparison's data and folds.
 * :func:`train` - train one method on one fold -> :class:`Fitted` (predict, sizes, times).
 * :func:`evaluate` - every method trained on every fold and scored on its validation
-  cases -> the fitted methods, the per-case table and the peak memory of some predictions.
+  cases -> the fitted methods, the per-case table and the peak memory of some predictions;
+  :func:`scored_cases` - that table with one row per (method, case), what the tables count
+  (a held-out case scored by several folds' models once, its scores averaged).
 * :func:`sizes`, :func:`inference_macs`, :func:`peak_memory`, :func:`timed` - what it costs;
   :func:`summary_table` - per method: Dice and HD95 with CIs, sizes, times, memory.
 * :func:`dice_boxplots`, :func:`dice_vs_cost`, :func:`one_case_figure` - the figures.
@@ -268,6 +270,28 @@ def evaluate(methods: Sequence[Method], params_of: dict[str, Any], folds: Sequen
     return fitted, pipelines.with_dice_mean(pd.DataFrame(per_case)), pd.DataFrame(memory, columns=["method", "case", "peak MiB"])
 
 
+#: the ``fold`` of a held-out case's row in :func:`scored_cases`: the mean over every fold's model
+ALL_FOLDS = -1
+
+
+def scored_cases(per_case: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, case) of :func:`evaluate`'s per-case table, what the summary,
+    the ranking, the paired tests and the figures count. A validation case is predicted by
+    one fold's model and keeps its row; a held-out case is predicted by every fold's model,
+    and its rows become one (the mean of each score over the folds, ``fold``
+    :data:`ALL_FOLDS`), so that with several folds it is counted once, not once per fold
+    (its fold scores are not independent cases). With one fold nothing changes."""
+    held = per_case["scored"] == "held out"
+    if not held.any() or per_case.loc[held, "fold"].nunique() == 1:
+        return per_case.reset_index(drop=True)
+    numeric = [c for c in per_case.columns if c not in ("method", "fold", "case", "scored")
+               and pd.api.types.is_numeric_dtype(per_case[c])]
+    mean = per_case[held].groupby(["method", "case"], sort=False)[numeric].mean().reset_index()
+    mean.insert(1, "fold", ALL_FOLDS)
+    mean.insert(3, "scored", "held out")
+    return pd.concat([per_case[~held], mean[per_case.columns]], ignore_index=True)
+
+
 def summary_table(per_case: pd.DataFrame, fitted: dict[tuple[str, int], Fitted], memory: pd.DataFrame,
                   cost: dict[str, dict[str, float]]) -> pd.DataFrame:
     """One row per method: Dice and HD95 of each region as mean [95 % CI], parameters and
@@ -291,7 +315,7 @@ def significance_text(pairs: pd.DataFrame, n_cases: int) -> str:
     """How many pairs differ after Holm's correction, which, and the smallest p-value a
     Wilcoxon test can reach with ``n_cases`` cases (when that is the limit)."""
     significant = pairs[pairs["p (Holm)"] < 0.05]
-    text = (f"With {n_cases} validation cases per method, {len(significant)} of {len(pairs)} pairs differ significantly "
+    text = (f"With {n_cases} scored cases per method (validation and held out), {len(significant)} of {len(pairs)} pairs differ significantly "
             f"after Holm's correction" + (": " + "; ".join(f"{a} vs {b}" for a, b in zip(significant.A, significant.B))
                                           if len(significant) else "."))
     if n_cases < 10:

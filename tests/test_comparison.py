@@ -92,6 +92,33 @@ def test_evaluate_refuses_held_out_cases_that_a_fold_holds():
 
 
 @pytest.mark.slow
+def test_scored_cases_counts_a_held_out_case_once_however_many_folds_score_it():
+    rows = [  # two folds; v0 / v1 validate in one fold each; h is held out, scored by both folds' models
+        {"method": "a", "fold": 0, "case": "v0", "scored": "validation", "Dice WT": 0.8, "HD95 WT": 2.0},
+        {"method": "a", "fold": 1, "case": "v1", "scored": "validation", "Dice WT": 0.6, "HD95 WT": 4.0},
+        {"method": "a", "fold": 0, "case": "h", "scored": "held out", "Dice WT": 0.9, "HD95 WT": 1.0},
+        {"method": "a", "fold": 1, "case": "h", "scored": "held out", "Dice WT": 0.5, "HD95 WT": 7.0},
+        {"method": "b", "fold": 0, "case": "v0", "scored": "validation", "Dice WT": 0.7, "HD95 WT": 3.0},
+        {"method": "b", "fold": 1, "case": "v1", "scored": "validation", "Dice WT": 0.7, "HD95 WT": 3.0},
+        {"method": "b", "fold": 0, "case": "h", "scored": "held out", "Dice WT": 0.2, "HD95 WT": 9.0},
+        {"method": "b", "fold": 1, "case": "h", "scored": "held out", "Dice WT": 0.4, "HD95 WT": 5.0},
+    ]
+    per = pd.DataFrame(rows)
+    out = C.scored_cases(per)
+    assert list(out.columns) == list(per.columns)
+    assert out.groupby("method").size().eq(3).all()  # v0, v1 and h once
+    held = out[out.scored == "held out"].set_index("method")
+    assert (held.fold == C.ALL_FOLDS).all() and (held.case == "h").all()
+    assert held.loc["a", "Dice WT"] == pytest.approx(0.7) and held.loc["a", "HD95 WT"] == pytest.approx(4.0)
+    assert held.loc["b", "Dice WT"] == pytest.approx(0.3) and held.loc["b", "HD95 WT"] == pytest.approx(7.0)
+    pd.testing.assert_frame_equal(out[out.scored == "validation"], per[per.scored == "validation"].reset_index(drop=True))
+    # the paired test pairs the held-out case once: 3 cases, not 4
+    assert C.pairwise_wilcoxon(out, ["a", "b"], column="Dice WT")["cases"].item() == 3
+    # one fold: nothing to merge
+    one = per[per.fold == 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(C.scored_cases(one), one)
+
+
 def test_notebook_under_test_profile(test_profile_report):
     out = test_profile_report("comparison")
     summary = pd.read_csv(out / "tables" / "summary.csv", index_col=0)
