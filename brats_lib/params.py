@@ -104,9 +104,9 @@ class TrainingParams(FoldParams):
     real_cases: int = 1
     #: mixed precision (float16 on CUDA, bfloat16 on CPUs that have it; :mod:`brats_lib.precision`)
     amp: bool = True
-    #: NDHWC weights and inputs for 3D networks (:class:`~brats_lib.training.TrainConfig`): a
-    #: layout, not a model change; 1.2-1.35x faster bf16 training steps on some CPUs
-    #: (``benchmarks``), slower on others, so each profile says
+    #: channels-last weights and inputs (:class:`~brats_lib.training.TrainConfig`): NDHWC for
+    #: 3D networks, NHWC for 2D ones; a layout, not a model change; 1.2-1.5x faster training
+    #: steps on some CPUs (``benchmarks``), slower on others, so each profile says
     channels_last: bool = False
     num_workers: int = 0
 

@@ -20,8 +20,8 @@ instructions (:mod:`brats_lib.precision`); ``torch.compile`` is used only where 
 host synchronisation to a step: batches are copied on a side stream while the previous
 one computes, Adam / AdamW / SGD run their fused CUDA kernels (which also take the AMP
 gradient scaler's inf check on the device), and the progress bar shows the loss once
-per epoch. ``channels_last`` stores weights and inputs as NDHWC, the layout cuDNN's
-fastest 3D kernels want; ``batch_transform`` augments each batch on the device (see
+per epoch. ``channels_last`` stores weights and inputs as NDHWC (NHWC for a 2D network),
+the layout cuDNN's fastest kernels want and oneDNN's often do; ``batch_transform`` augments each batch on the device (see
 :class:`~brats_lib.augmentation.DeviceNnUNetAugmentation`). Launched by
 ``torchrun`` (``WORLD_SIZE`` > 1) the loop runs DDP (NCCL on GPUs, gloo on CPUs),
 each rank taking every ``world_size``-th sample; rank 0 validates and writes.
@@ -77,7 +77,7 @@ class TrainConfig:
     keep_best: int = 1
     amp: bool = True                 # float16 on CUDA, bfloat16 on CPUs that have it (brats_lib.precision)
     compile: bool = False            # only with CUDA
-    channels_last: bool = False      # NDHWC weights and inputs (5D models)
+    channels_last: bool = False      # NDHWC (3D networks) / NHWC (2D) weights and inputs
     fused: bool = True               # fused optimiser kernels, only with CUDA
     num_workers: int = 0
     seed: int = 0
@@ -130,14 +130,26 @@ def make_optimizer(params, cfg: TrainConfig, device: str | torch.device = "cpu")
                            weight_decay=cfg.weight_decay, **extra)
 
 
-def to_channels_last(x):
-    """5D tensors (and those inside lists, tuples, dicts) in the NDHWC memory format."""
+#: memory format of the channels-last layout, by tensor rank (a 3D / 2D network's weights and inputs)
+CHANNELS_LAST = {5: torch.channels_last_3d, 4: torch.channels_last}
+
+
+def layout_rank(model: nn.Module) -> int | None:
+    """5 for a network with 3D convolutions, 4 for one with 2D convolutions only, else None:
+    the rank of the tensors ``channels_last`` reorders."""
+    ranks = {w.dim() for w in model.parameters()}
+    return 5 if 5 in ranks else 4 if 4 in ranks else None
+
+
+def to_channels_last(x, rank: int = 5):
+    """Tensors of ``rank`` dimensions (5: NCDHW -> NDHWC, 4: NCHW -> NHWC), also inside
+    lists, tuples and dicts, in the channels-last memory format; others as they are."""
     if isinstance(x, torch.Tensor):
-        return x.contiguous(memory_format=torch.channels_last_3d) if x.ndim == 5 else x
+        return x.contiguous(memory_format=CHANNELS_LAST[rank]) if x.ndim == rank else x
     if isinstance(x, (list, tuple)):
-        return type(x)(to_channels_last(v) for v in x)
+        return type(x)(to_channels_last(v, rank) for v in x)
     if isinstance(x, dict):
-        return {k: to_channels_last(v) for k, v in x.items()}
+        return {k: to_channels_last(v, rank) for k, v in x.items()}
     return x
 
 
@@ -399,8 +411,9 @@ class Trainer:
         seed_everything(cfg.seed + info.rank)
         self.model = model.to(device)
         guard_tiny_convolutions(model, device.type, cfg.amp)
-        if cfg.channels_last and any(w.dim() == 5 for w in model.parameters()):
-            model.to(memory_format=torch.channels_last_3d)  # a 3D network (2D ones keep theirs)
+        self.layout_rank = layout_rank(model) if cfg.channels_last else None
+        if self.layout_rank is not None:
+            model.to(memory_format=CHANNELS_LAST[self.layout_rank])  # NDHWC for a 3D network, NHWC for a 2D one
         self.net: nn.Module = model
         if info.world > 1:
             self.net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
@@ -478,8 +491,8 @@ class Trainer:
         cfg, opt = self.cfg, self.opt
         if self.batch_transform is not None:
             batch = (*self.batch_transform(batch[0], batch[1], self.step), *batch[2:])
-        if cfg.channels_last:
-            batch = to_channels_last(batch)
+        if self.layout_rank is not None:
+            batch = to_channels_last(batch, self.layout_rank)
         opt.zero_grad(set_to_none=True)
         with autocast(self.device.type, cfg.amp):
             loss = (self.step_fn(self.net, batch, self.loss) if self.step_fn is not None

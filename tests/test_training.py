@@ -189,7 +189,7 @@ def test_tiny_convolutions_run_in_float32_under_bfloat16():
     assert type(guard_tiny_convolutions(plain, "cpu", amp=False)[0]) is torch.nn.Conv3d  # float32: untouched
 
 
-def test_channels_last_reorders_a_3d_network_and_leaves_a_2d_one_as_it_is(tmp_path):
+def test_channels_last_reorders_a_3d_network_ndhwc_and_a_2d_one_nhwc(tmp_path):
     cfg = TrainConfig(epochs=1, batch_size=2, progress=False, channels_last=True)
     net3d = _model()
     fit(net3d, DeepSupervision(region_loss(), (1.0, 0.5)), _data(), cfg, tmp_path / "3d")
@@ -204,7 +204,22 @@ def test_channels_last_reorders_a_3d_network_and_leaves_a_2d_one_as_it_is(tmp_pa
             g = torch.Generator().manual_seed(i)
             return torch.randn(4, 16, 16, generator=g), (torch.rand(3, 16, 16, generator=g) > 0.5).float()
 
-    torch.manual_seed(0)
-    net2d = torch.nn.Conv2d(4, 3, 3, padding=1)
-    res = fit(net2d, torch.nn.BCEWithLogitsLoss(), Slices(), cfg, tmp_path / "2d")  # no rank-5 error
-    assert net2d.weight.is_contiguous() and np.isfinite(res.log["train_loss"]).all()
+    def train_2d(channels_last: bool, out):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 1))
+        seen = []
+        net[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)
+                                                                  and not a[0].is_contiguous()))
+        c = TrainConfig(epochs=1, batch_size=2, progress=False, channels_last=channels_last, amp=False)
+        res = fit(net, torch.nn.BCEWithLogitsLoss(), Slices(), c, out)
+        return net, seen, res
+
+    net2d, seen, res = train_2d(True, tmp_path / "2d")
+    assert net2d[0].weight.is_contiguous(memory_format=torch.channels_last) and not net2d[0].weight.is_contiguous()
+    assert seen and all(seen)  # the inputs reach the network as NHWC
+    plain, seen_plain, _ = train_2d(False, tmp_path / "2d-plain")
+    assert not any(seen_plain) and plain[0].weight.is_contiguous()
+    # a layout, not a model change: the same weights after the same steps (float32)
+    for a, b in zip(net2d.parameters(), plain.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert np.isfinite(res.log["train_loss"]).all()
