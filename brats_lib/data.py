@@ -285,6 +285,37 @@ def load_case(case: Case, with_label: bool = True) -> LoadedCase:
     return LoadedCase(cid, image, label, ref.affine.copy(), ref.header.copy(), spacing, case)
 
 
+def resample_case(lc: LoadedCase, spacing: float) -> LoadedCase:
+    """``lc`` resampled to an isotropic voxel of ``spacing`` mm: each modality smoothed
+    against aliasing (a Gaussian of (zoom - 1) / 2 input voxels along an axis shrunk by
+    ``zoom``, as scikit-image's ``resize``) then interpolated linearly (scipy.ndimage.zoom,
+    order 1), the label by nearest neighbour; the affine and header
+    follow, so the result overlays its case. A network trained on 48^3 phantoms (a brain of
+    about 40 voxels) sees a 1 mm BraTS case at about its own scale at 4 mm."""
+    from scipy import ndimage
+
+    if spacing <= 0:
+        raise ValueError(f"case {lc.case_id}: spacing must be positive, got {spacing}")
+    factors = [s / spacing for s in lc.spacing]
+    sigma = [max(0.0, (1.0 / f - 1.0) / 2.0) for f in factors]
+    image = np.stack([ndimage.zoom(ndimage.gaussian_filter(ch, sigma) if any(sigma) else ch, factors, order=1,
+                                   grid_mode=True, mode="grid-constant") for ch in lc.image])
+    label = (None if lc.label is None
+             else ndimage.zoom(lc.label, factors, order=0, grid_mode=True, mode="grid-constant"))
+    affine = lc.affine.copy()
+    zoom = np.array([lc.image.shape[i + 1] / image.shape[i + 1] for i in range(3)])  # input voxels per output voxel
+    affine[:3, :3] = lc.affine[:3, :3] * zoom
+    # grid mode: output voxel centre j sits at input coordinate (j + 0.5) * zoom - 0.5
+    affine[:3, 3] = lc.affine[:3, :3] @ (0.5 * zoom - 0.5) + lc.affine[:3, 3]
+    header = lc.header.copy()
+    header.set_data_shape(image.shape[1:])
+    header.set_zooms(tuple(float(z) * s for z, s in zip(lc.header.get_zooms()[:3], zoom)))
+    header.set_qform(affine)
+    header.set_sform(affine)
+    return LoadedCase(lc.case_id, image.astype(np.float32), None if label is None else label.astype(np.uint8), affine,
+                      header, tuple(float(s * z) for s, z in zip(lc.spacing, zoom)), lc.case)
+
+
 def _check_geometry(cid, path, shape, affine, ref_shape, ref_affine):
     if tuple(shape) != tuple(ref_shape):
         raise CaseError(cid, path, f"shape {tuple(shape)} differs from the case's {tuple(ref_shape)}")

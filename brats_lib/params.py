@@ -102,6 +102,11 @@ class TrainingParams(FoldParams):
 
     #: real cases segmented for the qualitative figures (0 = none)
     real_cases: int = 1
+    #: isotropic voxel size (mm) the real cases of the figures are resampled to before they
+    #: are segmented (:func:`brats_lib.data.resample_case`): networks trained on 48^3
+    #: phantoms (a brain about 40 voxels across) meet a 1 mm BraTS case at their own scale
+    #: at about 4 mm; None keeps the real cases as they are (a network trained on them)
+    real_spacing: float | None = None
     #: mixed precision (float16 on CUDA, bfloat16 on CPUs that have it; :mod:`brats_lib.precision`)
     amp: bool = True
     #: channels-last weights and inputs (:class:`~brats_lib.training.TrainConfig`): NDHWC for

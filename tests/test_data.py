@@ -1,4 +1,5 @@
 """Discovery of every supported layout, loading, and the bad-input errors."""
+import dataclasses
 import gzip
 import shutil
 
@@ -156,6 +157,48 @@ def test_real_cases_load_despite_negative_values_and_mask_differences():
     assert not (du.label == L.ET).any() and (du.label == L.NCR).sum() == 9281
 
 
+def _cube_case(shape=(40, 40, 30), affine=None):
+    image = np.zeros((4,) + shape, np.float32)
+    label = np.zeros(shape, np.uint8)
+    image[:, 4:36, 4:36, 2:28] = 5.0  # a constant "brain"
+    label[10:22, 10:22, 8:20] = L.ED
+    image[1][label > 0] = 9.0
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) if affine is None else affine
+    affine[:3, 3] = [39.0, 20.0, -7.0]
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_zooms(tuple(float(np.linalg.norm(affine[:3, i])) for i in range(3)))
+    return D.LoadedCase("cube", image, label, affine, header, header.get_zooms()[:3])
+
+
+def test_resample_case_to_a_coarser_voxel_keeps_geometry_volumes_and_values():
+    lc = _cube_case()
+    small = D.resample_case(lc, 2.0)
+    assert small.image.shape == (4, 20, 20, 15) and small.label.shape == (20, 20, 15)
+    assert small.spacing == (2.0, 2.0, 2.0) and small.header.get_zooms()[:3] == (2.0, 2.0, 2.0)
+    # output voxel j covers input voxels 2j and 2j + 1: its centre is their midpoint, in world mm
+    for j in [(0, 0, 0), (7, 3, 11)]:
+        world = small.affine @ [*j, 1]
+        expected = lc.affine @ [2 * j[0] + 0.5, 2 * j[1] + 0.5, 2 * j[2] + 0.5, 1]
+        assert np.allclose(world, expected)
+    assert (small.label == L.ED).sum() * 8 == (lc.label == L.ED).sum()  # a 12^3 cube on the 2-voxel grid
+    assert small.image[0, 10, 10, 7] == pytest.approx(5.0) and small.image[1, 8, 8, 7] == pytest.approx(9.0)
+    assert small.image.dtype == np.float32 and small.label.dtype == np.uint8
+    assert D.resample_case(lc, 1.0).image.shape == lc.image.shape  # the same spacing changes nothing
+    with pytest.raises(ValueError, match="cube: spacing must be positive"):
+        D.resample_case(lc, 0.0)
+
+
+@real
+def test_real_cases_resampled_to_the_phantoms_scale_keep_their_regions():
+    lc = D.load_case([c for c in D.discover_cases(REAL) if c.case_id == "TCGA-FG-6692"][0])
+    small = D.resample_case(lc, 4.0)
+    assert small.image.shape == (4, 60, 60, 39)
+    for r in L.REGIONS:  # the tumour's volume in ml is kept within 15 %
+        ml = L.region_mask(lc.label, r).sum() / 1000.0
+        assert L.region_mask(small.label, r).sum() * np.prod(small.spacing) / 1000.0 == pytest.approx(ml, rel=0.15)
+
+
 @pytest.mark.parametrize("cid", ["BraTS20_Training_001", "Brats18_2013_2_1", "BraTS2021_00000"])
 def test_brats_2018_to_2021_naming(phantom_root, tmp_path, cid):
     src = phantom_root / "Phantom_00000"
@@ -166,3 +209,19 @@ def test_brats_2018_to_2021_naming(phantom_root, tmp_path, cid):
     cases = D.discover_cases(tmp_path)
     assert [c.case_id for c in cases] == [cid] and cases[0].convention == "brats2021"
     assert np.array_equal(D.load_case(cases[0]).label, D.load_case(_case(phantom_root)).label)
+
+
+def test_session_real_cases_are_the_first_real_cases_resampled_to_the_profiles_spacing(phantom_root, tmp_path, capsys):
+    from brats_lib.app import session
+
+    s = session.start("hnfnetv2", "test", output_dir=tmp_path / "out",
+                      overrides={"real_dir": str(phantom_root), "real_cases": 2, "real_spacing": 2.0})
+    cases = s.real_cases()
+    found = D.discover_cases(phantom_root)
+    assert [lc.case_id for lc in cases] == [c.case_id for c in found[:2]]
+    assert all(lc.image.shape == (4, 20, 20, 20) and lc.spacing == (2.0, 2.0, 2.0) for lc in cases)
+    assert "resampled to 20x20x20 at 2 mm" in capsys.readouterr().out
+    s.p = dataclasses.replace(s.p, real_cases=1, real_spacing=None)
+    assert [lc.image.shape for lc in s.real_cases()] == [(4, 40, 40, 40)]  # as they are
+    s = session.start("hnfnetv2", "test", output_dir=tmp_path / "out", overrides={"real_dir": str(tmp_path / "none")})
+    assert s.real_cases() == []

@@ -311,6 +311,10 @@ def test_real_cases_use_the_papers_crop_and_their_own_stride():
     q = HN.real_case_params(dataclasses.replace(P_TEST, inference_crop=None, real_window_stride=[8, 8, 8]))
     assert q.inference_crop is None and q.window_stride == [8, 8, 8]
     assert P_TEST.inference_crop != list(PAPER.PAPER_CROP)  # the profile itself is untouched
+    # a case resampled to 4 mm: the same 176 x 224 x 155 mm, in its voxels (never below the patch)
+    q = HN.real_case_params(P_TEST, (4.0, 4.0, 4.0))
+    assert q.inference_crop == [max(44, P_TEST.patch_size[0]), max(56, P_TEST.patch_size[1]),
+                                max(39, P_TEST.patch_size[2])]
 
 
 # ------------------------------------------------------------------ the report (report.py)
@@ -432,9 +436,9 @@ def test_ema_attention_and_real_case_figures_of_phantoms(phantom_root):
     found = discover_cases(phantom_root)
     fig = R.ema_attention_figure(net, load_case(found[0]), P_TEST.patch_size)
     assert len(fig.axes) == 4 + 2 and fig.axes[1].get_title() == f"best base of {P_TEST.bases} per voxel"
-    shown = list(R.real_case_figures([net], phantom_root, dataclasses.replace(P_TEST, real_cases=1)))
-    assert [c for c, _ in shown] == [found[0].case_id]  # the first real_cases of the folder
-    assert shown[0][1]._suptitle.get_text().startswith(f"real case {shown[0][0]} (reference = fusion): Dice ET ")
+    shown = list(R.real_case_figures([net], [load_case(found[0])], P_TEST))
+    assert [c for c, _ in shown] == [found[0].case_id]
+    assert shown[0][1]._suptitle.get_text().startswith(f"real case {shown[0][0]} at 1 mm (reference = fusion): Dice ET ")
     assert [ax.get_title() for ax in shown[0][1].axes] == ["FLAIR", "reference", R.ENSEMBLE_TITLE]
     plt.close("all")
 

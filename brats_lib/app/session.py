@@ -137,6 +137,25 @@ class Session:
         return (self.real_dir is not None and self.real_dir.is_dir()
                 and getattr(self.p, "real_cases", 1) > 0)
 
+    def real_cases(self) -> list[D.LoadedCase]:
+        """The first ``real_cases`` real cases of ``real_dir`` (none without it), loaded and,
+        where the profile sets ``real_spacing``, resampled to it (printed)."""
+        if not self.has_real:
+            return []
+        spacing = getattr(self.p, "real_spacing", None)
+        out = []
+        for case in D.discover_cases(self.real_dir)[: self.p.real_cases]:
+            lc = D.load_case(case)
+            if spacing:
+                small = D.resample_case(lc, spacing)
+                print(f"real case {lc.case_id}: {'x'.join(map(str, lc.image.shape[1:]))} at "
+                      f"{'/'.join(f'{s:g}' for s in lc.spacing)} mm resampled to "
+                      f"{'x'.join(map(str, small.image.shape[1:]))} at {spacing:g} mm (real_spacing), "
+                      f"the scale of the phantoms the networks learnt on")
+                lc = small
+            out.append(lc)
+        return out
+
     def cases(self, holdout: int = 0, progress: bool = True) -> Cases:
         """Load the profile's cases (a real folder or phantoms), hold ``holdout`` of them
         out (stratified), and read or create the split file of the rest; printed."""

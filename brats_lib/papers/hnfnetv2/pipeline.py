@@ -166,11 +166,13 @@ def export_predictor(path: str | Path, nets: Sequence[nn.Module], name: str, p: 
                           centre_crop=s["centre_crop"], clip_percentiles=CLIP_PERCENTILES, amp=p.amp)
 
 
-def real_case_params(p: HNFNetv2Params) -> HNFNetv2Params:
-    """``p`` for real BraTS volumes: the paper's 176 x 224 x 155 centre crop whatever the
-    profile's (phantoms are smaller; a profile that crops to the brain keeps doing so), and
-    windows every ``p.real_window_stride`` (default: the patch size, no overlap)."""
-    return dataclasses.replace(p, inference_crop=list(PAPER_CROP) if p.inference_crop else None,
+def real_case_params(p: HNFNetv2Params, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> HNFNetv2Params:
+    """``p`` for a real BraTS volume of voxel size ``spacing`` (mm): the paper's 176 x 224 x 155
+    mm centre crop (BraTS voxels are 1 mm) in that case's voxels, whatever the profile's
+    (phantoms are smaller; a profile that crops to the brain keeps doing so), and windows
+    every ``p.real_window_stride`` (default: the patch size, no overlap)."""
+    crop = [max(int(round(c / s)), n) for c, s, n in zip(PAPER_CROP, spacing, p.patch_size)]
+    return dataclasses.replace(p, inference_crop=crop if p.inference_crop else None,
                                window_stride=list(p.real_window_stride or p.patch_size))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import time
-from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -316,16 +315,16 @@ def prediction_panel(case: D.LoadedCase, labels: np.ndarray, title: str):
     return FG.prediction_figure(case.image, case.label, {ENSEMBLE_TITLE: labels}, title)
 
 
-def real_case_figures(ensemble: Sequence[nn.Module], real_dir: str | Path, p: HNFNetv2Params,
+def real_case_figures(ensemble: Sequence[nn.Module], cases: Sequence[D.LoadedCase], p: HNFNetv2Params,
                       device: torch.device | str | None = None) -> Iterator[tuple[str, object]]:
-    """The first ``p.real_cases`` real BraTS cases of ``real_dir`` segmented by the fold
-    ensemble (:func:`~.pipeline.real_case_params`: the paper's centre crop, ``p.real_tta``
+    """Real BraTS cases (loaded, at the scale the profile asks for:
+    :meth:`brats_lib.app.session.Session.real_cases`) segmented by the fold ensemble
+    (:func:`~.pipeline.real_case_params`: the paper's centre crop in mm, ``p.real_tta``
     flips): yields (case id, :func:`prediction_panel` titled with its Dice and seconds)."""
-    real_p = real_case_params(p)
-    for found in D.discover_cases(real_dir)[: p.real_cases]:
-        lc = D.load_case(found)
+    for lc in cases:
+        real_p = real_case_params(p, lc.spacing)
         t = time.time()
         labels, _ = predict(list(ensemble), lc, real_p, tta=p.real_tta, device=device)
-        title = (f"real case {lc.case_id} (reference = fusion): Dice {dice_text(labels, lc.label)}; "
-                 f"{time.time() - t:.0f} s")
+        title = (f"real case {lc.case_id} at {max(lc.spacing):.3g} mm (reference = fusion): Dice "
+                 f"{dice_text(labels, lc.label)}; {time.time() - t:.0f} s")
         yield lc.case_id, prediction_panel(lc, labels, title)

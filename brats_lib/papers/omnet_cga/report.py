@@ -20,7 +20,6 @@ returned (matplotlib is imported when one is drawn); the notebook saves them.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -260,14 +259,15 @@ def real_case_params(p: OMNetParams) -> OMNetParams:
     return dataclasses.replace(p, tile_centre=list(p.real_tile_centre or p.tile_centre))
 
 
-def real_case_figures(trained: Mapping[tuple[str, int], Trained], real_dir: str | Path, p: OMNetParams,
+def real_case_figures(trained: Mapping[tuple[str, int], Trained], cases: Sequence[D.LoadedCase], p: OMNetParams,
                       device=None) -> Iterator[tuple[str, object]]:
-    """The first ``p.real_cases`` real BraTS cases of ``real_dir`` segmented by fold 0's
-    rows (:func:`real_case_params`): yields (case id, :func:`qualitative_figure`)."""
+    """Real BraTS cases (loaded, at the scale the profile asks for:
+    :meth:`brats_lib.app.session.Session.real_cases`) segmented by fold 0's rows
+    (:func:`real_case_params`): yields (case id, :func:`qualitative_figure`)."""
     q = real_case_params(p)
-    for found in D.discover_cases(real_dir)[: p.real_cases]:
-        lc = D.load_case(found)
-        title = f"real case {lc.case_id} (reference = fusion), tiles keep {T.shape_text(q.tile_centre)}"
+    for lc in cases:
+        title = (f"real case {lc.case_id} at {max(lc.spacing):.3g} mm (reference = fusion), tiles keep "
+                 f"{T.shape_text(q.tile_centre)}")
         yield lc.case_id, qualitative_figure(trained, lc, title, q, device)
 
 
