@@ -6,7 +6,7 @@ import re
 
 #: the heading each benchmark section starts with, by its ``--only`` name
 HEADINGS = {"metrics": "## Metrics", "inference": "## Inference", "training": "## Training",
-            "precision": "## Training precision", "data": "## Data"}
+            "precision": "## Training precision", "layout": "## Memory layout", "data": "## Data"}
 _TOTAL = re.compile(r"^Total benchmark time .*all targets met: (yes|NO)\.$", re.M)
 _SECTION = re.compile(r"^Targets in this section met: (yes|NO)\.$", re.M)
 

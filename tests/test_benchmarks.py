@@ -113,3 +113,25 @@ def test_precision_benchmark_runs_at_toy_size():
     assert md.startswith("## Training precision")
     if cpu_supports_bf16():
         assert "bf16 training step vs fp32, 16x16x16" in md and "| bfloat16 autocast | 4 |" in md
+
+
+def test_layout_benchmark_times_both_layouts_and_judges_the_profiles_choice():
+    import dataclasses
+
+    from benchmarks import bench_layout
+    from brats_lib.app import profiles
+
+    entries = {e.label: e for e in bench_layout._entries()}
+    # every comparison method has a row, built from its own paper's profile
+    assert {e.method for e in entries.values()} == {"3D U-Net", "HNF-Netv2", "MTDS attention R2U-Net", "Optimized U-Net",
+                                                    "OM-Net + CGA", "Cross-modality fusion"}
+    p = dataclasses.replace(profiles.load("hnfnetv2", "test"), patch_size=[16, 16, 16], batch_size=1)
+    t = bench_layout.time_layouts(entries["3D U-Net"], p, repeats=2, steps=1)
+    assert t["contiguous ms"] > 0 and t["channels-last ms"] > 0
+    assert t["ratio"] == pytest.approx(t["contiguous ms"] / t["channels-last ms"])
+    mtds = dataclasses.replace(profiles.load("attention_r2unet_mtds", "test"), crop=[16, 16], batch_size=2)
+    assert bench_layout.time_layouts(entries["MTDS attention R2U-Net"], mtds, repeats=2, steps=1)["ratio"] > 0
+    assert bench_layout.verdict(1.3, True) == ("channels-last", True)
+    assert bench_layout.verdict(1.3, False) == ("channels-last", False)
+    assert bench_layout.verdict(0.8, False) == ("contiguous", True) and not bench_layout.verdict(0.8, True)[1]
+    assert bench_layout.verdict(1.02, False)[1] and bench_layout.verdict(0.97, True)[1]
