@@ -161,6 +161,25 @@ def test_augmentation_is_deterministic_and_keeps_labels():
     assert np.allclose(per_channel, per_channel[:, :1]) and np.abs(per_channel).max() <= 0.1 + 1e-6
 
 
+def test_augmentation_rotation_matches_monai_on_meta_tensors_and_restores_meta_tracking():
+    from monai.data import get_track_meta
+    from monai.transforms import Rotate
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(4, 20, 22, 24)).astype(np.float32)
+    lab = rng.integers(0, 4, (20, 22, 24)).astype(np.uint8)
+    aug = HNFNetAugmentation()
+    assert get_track_meta()
+    got_img, got_lab = aug.rotate(img, lab, np.random.default_rng(9))
+    assert get_track_meta()  # the global MONAI flag is back as it was
+    angles = tuple(np.deg2rad(np.random.default_rng(9).uniform(-10, 10, size=3)))
+    ref_img = Rotate(angles, keep_size=True, mode="bilinear", padding_mode="zeros")(img)
+    ref_lab = Rotate(angles, keep_size=True, mode="nearest", padding_mode="zeros")(lab[None])[0]
+    assert type(ref_img).__name__ == "MetaTensor"  # the reference took MONAI's tracked path
+    assert np.array_equal(got_img, np.asarray(ref_img)) and np.array_equal(got_lab, np.asarray(ref_lab).astype(np.uint8))
+    assert not np.allclose(got_img, img)
+
+
 def test_generalized_dice_bce_prefers_the_right_answer():
     loss = losses.region_loss("gdl_bce")
     target = torch.zeros(2, 3, 8, 8, 8)

@@ -399,7 +399,9 @@ def test_the_comparison_report_goes_stale_when_a_paper_profile_changes(tmp_path,
     before = {nb: runner.fingerprint(nb, "cpu") for nb in ("comparison", "hnfnetv2", "cross_modality")}
     test_before = runner.fingerprint("comparison", "test")
     path = tmp_path / "params" / "cross_modality" / "cpu.yaml"
-    path.write_text(path.read_text() + "\n# edited\n")
+    path.write_text("# a comment: the record of a check\n" + path.read_text() + "\n# edited\n")
+    assert {nb: runner.fingerprint(nb, "cpu") for nb in before} == before  # comments alone: still current
+    path.write_text(path.read_text().replace("cmff_epochs: 14", "cmff_epochs: 15"))
     after = {nb: runner.fingerprint(nb, "cpu") for nb in before}
     assert after["comparison"] != before["comparison"] and after["cross_modality"] != before["cross_modality"]
     assert after["hnfnetv2"] == before["hnfnetv2"]  # another paper's report stays current

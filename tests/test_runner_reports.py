@@ -177,6 +177,8 @@ def test_dry_run_names_changed_data_content_and_parameters(stamped, tmp_path):
     stamp(str(data))
     profile = runner.PARAMS_DIR / "optimized_unet" / "test.yaml"
     profile.write_text(profile.read_text() + "\n# edited\n")
+    assert _reasons(reports, str(data))["optimized_unet"] == []  # a comment changes no parameter
+    profile.write_text(profile.read_text().replace("\nseed: 0\n", "\nseed: 12345\n"))
     assert _reasons(reports, str(data))["optimized_unet"] == ["parameters"]
 
 

