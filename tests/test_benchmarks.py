@@ -135,3 +135,11 @@ def test_layout_benchmark_times_both_layouts_and_judges_the_profiles_choice():
     assert bench_layout.verdict(1.3, False) == ("channels-last", False)
     assert bench_layout.verdict(0.8, False) == ("contiguous", True) and not bench_layout.verdict(0.8, True)[1]
     assert bench_layout.verdict(1.02, False)[1] and bench_layout.verdict(0.97, True)[1]
+
+
+def test_augmentation_benchmark_compares_identical_outputs_at_tiny_size():
+    from benchmarks import bench_data
+
+    rows, same = bench_data.augmentation_rows(patch=12, n=3)
+    assert same and len(rows) == 3
+    assert rows[1][2].startswith("**") and rows[1][2].endswith("x**") and rows[1][3] == "yes"
