@@ -49,10 +49,10 @@ def augmentation_rows(patch: int = 32, n: int = 200) -> tuple[list[list[str]], b
     nnunet_ms, _ = _per_patch_ms(NnUNetAugmentation(mri_channels=4), image, label, n, 1)
     print(f"augmentation {patch}^3: HNF-Netv2 {ours_ms:.2f} ms (MetaTensors {ref_ms:.2f} ms, identical {same}), "
           f"nnU-Net {nnunet_ms:.2f} ms")
-    rows = [[f"HNF-Netv2 (flips, rotation, intensity), MONAI Rotate on MetaTensors (reference)", f"{ref_ms:.2f}", "1.00x", "-"],
-            [f"HNF-Netv2, the same Rotate on plain tensors (used)", f"{ours_ms:.2f}", f"**{ref_ms / ours_ms:.2f}x**",
+    rows = [["HNF-Netv2 (flips, rotation, intensity), MONAI Rotate on MetaTensors (reference)", f"{ref_ms:.2f}", "1.00x", "-"],
+            ["HNF-Netv2, the same Rotate on plain tensors (used)", f"{ours_ms:.2f}", f"**{ref_ms / ours_ms:.2f}x**",
              "yes" if same else "NO"],
-            [f"Optimized U-Net (nnU-Net list)", f"{nnunet_ms:.2f}", "-", "-"]]
+            ["Optimized U-Net (nnU-Net list)", f"{nnunet_ms:.2f}", "-", "-"]]
     return rows, same
 
 
