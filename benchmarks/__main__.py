@@ -9,7 +9,7 @@ from brats_lib.io import write_text
 from brats_lib.manifest import hardware
 from brats_lib.paths import REPO_ROOT
 
-from . import bench_data, bench_inference, bench_layout, bench_metrics, bench_training
+from . import bench_data, bench_inference, bench_layout, bench_metrics, bench_training, bench_workers
 from .report import merge
 
 
@@ -45,10 +45,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--quick", action="store_true", help="small sizes only (no full-size case, no 128^3 training)")
-    ap.add_argument("--only", nargs="*", choices=("metrics", "inference", "training", "precision", "layout", "data"),
+    ap.add_argument("--only", nargs="*", choices=("metrics", "inference", "training", "precision", "layout", "workers", "data"),
                     help="re-run these sections; the others are kept from the existing report")
     a = ap.parse_args()
-    only = set(a.only or ("metrics", "inference", "training", "precision", "layout", "data"))
+    only = set(a.only or ("metrics", "inference", "training", "precision", "layout", "workers", "data"))
     sizes = ("64^3",) if a.quick else ("64^3", "128^3", "full")
     hw = hardware()
     gpus = ", ".join(hw.get("gpus", [])) or "none"
@@ -74,6 +74,8 @@ def main() -> int:
         new["precision"] = bench_training.run_precision(a.device)
     if "layout" in only:
         new["layout"] = bench_layout.run(a.device)
+    if "workers" in only and a.device == "cpu":
+        new["workers"] = bench_workers.run(a.device)
     if "data" in only:
         new["data"] = bench_data.run(sizes)
     stamp = f"{time.strftime('%Y-%m-%d %H:%M')} by `python -m benchmarks {' '.join(sys.argv[1:])}`"

@@ -23,10 +23,8 @@ from brats_lib.app import profiles
 from brats_lib.precision import autocast, guard_tiny_convolutions
 from brats_lib.training import CHANNELS_LAST, layout_rank
 
-from .common import md_table
+from .common import TOLERANCE, choice_verdict, md_table
 
-#: a layout "wins" only beyond this ratio; within it either choice is right
-TOLERANCE = 0.05
 
 
 @dataclass
@@ -114,12 +112,8 @@ def time_layouts(entry: Entry, p, repeats: int = 4, steps: int = 3, device: str 
 
 
 def verdict(ratio: float, chosen: bool) -> tuple[str, bool]:
-    """(the faster layout, whether ``chosen`` is right): within :data:`TOLERANCE` either is."""
-    if ratio > 1 + TOLERANCE:
-        return "channels-last", chosen
-    if ratio < 1 - TOLERANCE:
-        return "contiguous", not chosen
-    return "either (within 5 %)", True
+    """(the faster layout, whether ``chosen`` (channels-last) is right)."""
+    return choice_verdict(ratio, chosen, ("channels-last", "contiguous"))
 
 
 def run(device: str = "cpu", repeats: int = 4) -> tuple[str, bool]:

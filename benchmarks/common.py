@@ -18,6 +18,21 @@ CPU_ROI = (64, 64, 64)
 SIZES = {"64^3": (64, 64, 64), "128^3": (128, 128, 128), "full": (240, 240, 155)}
 
 
+#: one way "wins" a timing comparison only beyond this ratio; within it either choice is right
+TOLERANCE = 0.05
+
+
+def choice_verdict(ratio: float, chosen: bool, names: tuple[str, str]) -> tuple[str, bool]:
+    """(the faster of ``names``, whether ``chosen`` is right) for ``ratio`` = time of
+    ``names[1]``'s way / time of ``names[0]``'s (above 1: ``names[0]`` is faster) and a profile
+    whose choice is ``names[0]``'s way when ``chosen``; within :data:`TOLERANCE` either is right."""
+    if ratio > 1 + TOLERANCE:
+        return names[0], chosen
+    if ratio < 1 - TOLERANCE:
+        return names[1], not chosen
+    return f"either (within {TOLERANCE:.0%})", True
+
+
 def cpu_model(**overrides):
     import torch
 

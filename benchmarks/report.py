@@ -6,7 +6,8 @@ import re
 
 #: the heading each benchmark section starts with, by its ``--only`` name
 HEADINGS = {"metrics": "## Metrics", "inference": "## Inference", "training": "## Training",
-            "precision": "## Training precision", "layout": "## Memory layout", "data": "## Data"}
+            "precision": "## Training precision", "layout": "## Memory layout",
+            "workers": "## Training the comparison's methods at once", "data": "## Data"}
 _TOTAL = re.compile(r"^Total benchmark time .*all targets met: (yes|NO)\.$", re.M)
 _SECTION = re.compile(r"^Targets in this section met: (yes|NO)\.$", re.M)
 

@@ -25,6 +25,7 @@ through the same calls of the one pipeline interface: no method has code of its 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,12 @@ class ComparisonParams(FoldParams):
     #: measure peak memory on this many validation cases per method (0 = skip; the CPU
     #: profiler slows inference down)
     memory_cases: int = 1
+    #: methods trained at once on a CPU, each in a fresh process of its own with this
+    #: process's threads divided among them (:func:`train_all`); 1 trains them one after
+    #: another here. On 2 cores two one-thread trainings do about 1.4x the work of one
+    #: two-thread training (the small 3D convolutions of these profiles use a second
+    #: thread poorly; ``benchmarks``). A GPU always trains one at a time
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,54 @@ def train(method: Method, fold: int, train_cases: Sequence[LoadedCase], p, out_d
     return Fitted(method, pipe, trained, p, device)
 
 
+def _train_job(method: Method, fold: int, train_cases: Sequence[LoadedCase], p, out_dir: str | Path,
+               selection_fraction: float, seed: int, threads: int) -> bytes:
+    """:func:`train` in a worker process of :func:`train_all` with ``threads`` torch threads,
+    returned pickled by value (the worker exits before its tensors could be shared)."""
+    torch.set_num_threads(threads)
+    return pickle.dumps(train(method, fold, train_cases, p, out_dir, selection_fraction, seed))
+
+
+def train_all(jobs: Sequence[tuple[Method, int]], params_of: dict[str, Any], folds: Sequence[dict],
+              cases: dict[str, LoadedCase], out_dir: str | Path, selection_fraction: float = 0.2, seed: int = 0,
+              workers: int = 1, device=None, progress: bool = True) -> dict[tuple[str, int], Fitted]:
+    """:func:`train` each (method, fold) of ``jobs`` on the fold's training cases ->
+    ``{(method label, fold): Fitted}``.
+
+    With ``workers`` > 1 on the CPU, ``workers`` jobs run at once, each in a fresh spawned
+    process (one job per process, so that nothing a job leaves in a process reaches
+    another) with ``torch.get_num_threads() // workers`` threads: a job's weights depend on
+    its inputs and its thread count only, not on which jobs ran beside it. Otherwise the
+    jobs run here, one after another. The networks come back to this process for scoring."""
+    out_dir = Path(out_dir)
+    args = {(m.label, k): (m, k, [cases[c] for c in folds[k]["train"]], params_of[m.label],
+                           out_dir / pipelines.safe_name(m.label) / f"fold{k}", selection_fraction, seed)
+            for m, k in jobs}
+    bar = tqdm(total=len(args), desc="methods x folds (training)", disable=not progress)
+    fitted: dict[tuple[str, int], Fitted] = {}
+    if workers <= 1 or torch.device(device or "cpu").type != "cpu":
+        for key, a in args.items():
+            bar.set_postfix(method=key[0], fold=key[1])
+            fitted[key] = train(*a, device=device)
+            bar.update()
+    else:
+        import concurrent.futures as cf
+        import multiprocessing
+
+        threads = max(1, torch.get_num_threads() // workers)
+        quiet = {key: (*a[:3], dataclasses.replace(a[3], progress=False), *a[4:]) if hasattr(a[3], "progress") else a
+                 for key, a in args.items()}
+        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+            running = {pool.submit(_train_job, *a, threads): key for key, a in quiet.items()}
+            for done in cf.as_completed(running):
+                key = running[done]
+                fitted[key] = pickle.loads(done.result())
+                bar.set_postfix(method=key[0], fold=key[1])
+                bar.update()
+    bar.close()
+    return {key: fitted[key] for key in args}
+
+
 # ------------------------------------------------------------------ sizes, time, memory
 def sizes(fitted: Fitted) -> dict[str, float]:
     """Parameters (all networks) and network MACs per predicted voxel: each network's MACs
@@ -240,34 +295,54 @@ def timed(fn: Callable[[], object], device=None) -> tuple[object, float]:
 
 
 # ------------------------------------------------------------------ the notebook's loop and tables
-def evaluate(methods: Sequence[Method], params_of: dict[str, Any], folds: Sequence[dict], cases: dict[str, LoadedCase],
-             p, out_dir: str | Path, device=None, holdout: Sequence[str] = ()
-             ) -> tuple[dict[tuple[str, int], Fitted], pd.DataFrame, pd.DataFrame]:
-    """Train every method on every fold (:func:`train`, never seeing the fold's validation
-    cases) and score each validation case, and each ``holdout`` case (in no fold: no method
-    trains or selects on it), with the comparison's flips (``p.tta``), timed; the first
-    ``p.memory_cases`` predictions of each method also get their peak memory. Returns
-    ``{(method, fold): Fitted}``, the per-case table (``scored``: "validation" or
-    "held out") and the memory table."""
+def check_holdout(folds: Sequence[dict], holdout: Sequence[str]) -> None:
+    """Raise if a held-out case is in a fold (it would be trained or selected on)."""
     in_folds = {c for f in folds for c in (*f["train"], *f["val"])}
     if set(holdout) & in_folds:
         raise ValueError(f"held-out cases inside the folds: {sorted(set(holdout) & in_folds)}")
-    fitted, per_case, memory = {}, [], []
-    bar = tqdm([(m, k) for m in methods for k in range(len(folds))], desc="methods x folds", disable=not p.progress)
-    for m, k in bar:
-        bar.set_postfix(method=m.label, fold=k)
-        f = train(m, k, [cases[c] for c in folds[k]["train"]], params_of[m.label],
-                  Path(out_dir) / pipelines.safe_name(m.label) / f"fold{k}", p.selection_fraction, p.seed, device=device)
-        fitted[m.label, k] = f
+
+
+def score(fitted: dict[tuple[str, int], Fitted], folds: Sequence[dict], cases: dict[str, LoadedCase], p, device=None,
+          holdout: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score each trained (method, fold) on the fold's validation cases and on each
+    ``holdout`` case (in no fold: no method trains or selects on it), with the comparison's
+    flips (``p.tta``), timed, one after another in this process; the first
+    ``p.memory_cases`` predictions of each method also get their peak memory. Returns the
+    per-case table (``scored``: "validation" or "held out") and the memory table."""
+    check_holdout(folds, holdout)
+    per_case, memory = [], []
+    for (label, k), f in tqdm(fitted.items(), desc="methods x folds (scoring)", disable=not p.progress):
         scored = [(c, "validation") for c in folds[k]["val"]] + [(c, "held out") for c in holdout]
         for i, (lc, kind) in enumerate((cases[c], kind) for c, kind in scored):
             labels, sec = timed(lambda: f.predict(lc, p.tta), device)
             if i < p.memory_cases:
                 _, mib = peak_memory(lambda: f.predict(lc, p.tta), device)
-                memory.append({"method": m.label, "case": lc.case_id, "peak MiB": mib})
-            per_case.append({"method": m.label, "fold": k, "case": lc.case_id, "scored": kind, "seconds": sec,
+                memory.append({"method": label, "case": lc.case_id, "peak MiB": mib})
+            per_case.append({"method": label, "fold": k, "case": lc.case_id, "scored": kind, "seconds": sec,
                              **M.case_scores(labels, lc.label, lc.spacing)})
-    return fitted, pipelines.with_dice_mean(pd.DataFrame(per_case)), pd.DataFrame(memory, columns=["method", "case", "peak MiB"])
+    return pipelines.with_dice_mean(pd.DataFrame(per_case)), pd.DataFrame(memory, columns=["method", "case", "peak MiB"])
+
+
+def evaluate(methods: Sequence[Method], params_of: dict[str, Any], folds: Sequence[dict], cases: dict[str, LoadedCase],
+             p, out_dir: str | Path, device=None, holdout: Sequence[str] = ()
+             ) -> tuple[dict[tuple[str, int], Fitted], pd.DataFrame, pd.DataFrame]:
+    """Train every method on every fold (:func:`train_all`, ``p.workers`` at once; never
+    seeing the fold's validation cases), then :func:`score` them. Returns ``{(method, fold):
+    Fitted}``, the per-case table and the memory table."""
+    check_holdout(folds, holdout)
+    fitted = train_all([(m, k) for m in methods for k in range(len(folds))], params_of, folds, cases, out_dir,
+                       p.selection_fraction, p.seed, p.workers, device, p.progress)
+    return (fitted, *score(fitted, folds, cases, p, device, holdout))
+
+
+def training_text(p, device=None) -> str:
+    """How the methods were trained, in words, from the parameters (and the device)."""
+    if p.workers > 1 and torch.device(device or "cpu").type == "cpu":
+        threads = max(1, torch.get_num_threads() // p.workers)
+        return (f"{p.workers} methods trained at once, each in a process of its own with {threads} "
+                f"thread{'s' if threads > 1 else ''}; training times per epoch were measured that way.")
+    return f"Methods trained one after another in this process ({torch.get_num_threads()} threads on the CPU)." \
+        if torch.device(device or "cpu").type == "cpu" else "Methods trained one after another on the GPU."
 
 
 #: the ``fold`` of a held-out case's row in :func:`scored_cases`: the mean over every fold's model

@@ -143,3 +143,22 @@ def test_augmentation_benchmark_compares_identical_outputs_at_tiny_size():
     rows, same = bench_data.augmentation_rows(patch=12, n=3)
     assert same and len(rows) == 3
     assert rows[1][2].startswith("**") and rows[1][2].endswith("x**") and rows[1][3] == "yes"
+
+
+def test_workers_benchmark_judges_the_comparison_profiles_choice():
+    from benchmarks import bench_workers
+
+    assert bench_workers.verdict(1.4, True) == ("pool", True)
+    assert bench_workers.verdict(1.4, False) == ("pool", False)
+    assert bench_workers.verdict(0.7, False) == ("one after another", True)
+    assert not bench_workers.verdict(0.7, True)[1]
+    assert bench_workers.verdict(1.03, False)[1] and bench_workers.verdict(0.98, True)[1]
+    # every method the comparison trains has its short setting, and every short setting is a key of its profile
+    from brats_lib import comparison as C
+    from brats_lib.app import profiles
+
+    cp = profiles.load("comparison", "cpu")
+    assert set(bench_workers.SHORT) == set(cp.methods)
+    shared = profiles.as_dict(cp)
+    for m, short in bench_workers.SHORT.items():
+        C.method_params(C.METHODS[m], "cpu", shared, short)

@@ -160,3 +160,46 @@ def test_full_profile_code_path_on_a_tiny_folder(tmp_path, phantom_root):
     man = run_full_profile("comparison", phantom_root, tmp_path, overrides)
     assert man["methods"] == ["3D U-Net", "Cross-modality fusion"]
     assert runner.notebook_names()[-1] == "comparison"
+
+
+def _tiny_jobs(phantom_root):
+    from brats_lib import data as D
+
+    cases = {c.case_id: D.load_case(c) for c in D.open_source(phantom_root, 0)[0]}
+    ids = sorted(cases)
+    folds = [{"train": ids[:3], "val": ids[3:]}]
+    shared = params.as_dict(params.load("comparison", "test"))
+    over = {"3D U-Net": {"epochs": 1, "steps_per_epoch": 2, "warmup_epochs": 0, "val_every": 0},
+            "Cross-modality fusion": {"features": [2, 2, 4, 4, 4], "cmft_epochs": 1, "cmff_epochs": 1,
+                                      "steps_per_epoch": 2}}
+    params_of = {lab: C.method_params(C.METHODS[lab], "test", shared, {**o, "progress": False})
+                 for lab, o in over.items()}
+    return [(C.METHODS[lab], 0) for lab in over], params_of, folds, cases
+
+
+@pytest.mark.slow
+def test_train_all_in_worker_processes_gives_the_weights_of_one_thread_here(phantom_root, tmp_path):
+    """Two methods trained at once, each in a spawned process with one thread, end with
+    exactly the weights that training them one after another here with one thread gives:
+    nothing but the thread count reaches a job from its neighbour or its process."""
+    jobs, params_of, folds, cases = _tiny_jobs(phantom_root)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = C.train_all(jobs, params_of, folds, cases, tmp_path / "here", workers=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    if threads < 2:
+        pytest.skip("one thread: the pool would give each worker the same one")
+    pooled = C.train_all(jobs, params_of, folds, cases, tmp_path / "pool", workers=threads, progress=False)
+    assert list(pooled) == list(here) == [(m.label, 0) for m, _ in jobs]
+    for key in here:
+        a, b = here[key], pooled[key]
+        assert b.method == a.method and b.trained.train_seconds > 0
+        for na, nb in zip(a.networks, b.networks):
+            sa, sb = na.state_dict(), nb.state_dict()
+            assert list(sa) == list(sb)
+            for name in sa:
+                assert torch.equal(sa[name], sb[name]), (key, name)
+        lc = cases[folds[0]["val"][0]]
+        np.testing.assert_array_equal(a.predict(lc), b.predict(lc))
