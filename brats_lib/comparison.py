@@ -25,7 +25,6 @@ through the same calls of the one pipeline interface: no method has code of its 
 from __future__ import annotations
 
 import dataclasses
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,11 +171,20 @@ def train(method: Method, fold: int, train_cases: Sequence[LoadedCase], p, out_d
 
 
 def _train_job(method: Method, fold: int, train_cases: Sequence[LoadedCase], p, out_dir: str | Path,
-               selection_fraction: float, seed: int, threads: int) -> bytes:
-    """:func:`train` in a worker process of :func:`train_all` with ``threads`` torch threads,
-    returned pickled by value (the worker exits before its tensors could be shared)."""
+               selection_fraction: float, seed: int, threads: int) -> Fitted:
+    """:func:`train` in a worker process of :func:`train_all` with ``threads`` torch threads."""
     torch.set_num_threads(threads)
-    return pickle.dumps(train(method, fold, train_cases, p, out_dir, selection_fraction, seed))
+    return train(method, fold, train_cases, p, out_dir, selection_fraction, seed)
+
+
+def _in_fresh_process(args: tuple, threads: int) -> Fitted:
+    """:func:`_train_job` in a process spawned for it alone. The process stays up until its
+    result (tensors shared through file descriptors) has been received here, then exits."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_train_job, *args, threads).result()
 
 
 def train_all(jobs: Sequence[tuple[Method, int]], params_of: dict[str, Any], folds: Sequence[dict],
@@ -203,18 +211,22 @@ def train_all(jobs: Sequence[tuple[Method, int]], params_of: dict[str, Any], fol
             bar.update()
     else:
         import concurrent.futures as cf
-        import multiprocessing
 
         threads = max(1, torch.get_num_threads() // workers)
         quiet = {key: (*a[:3], dataclasses.replace(a[3], progress=False), *a[4:]) if hasattr(a[3], "progress") else a
                  for key, a in args.items()}
-        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
-            running = {pool.submit(_train_job, *a, threads): key for key, a in quiet.items()}
-            for done in cf.as_completed(running):
-                key = running[done]
-                fitted[key] = pickle.loads(done.result())
-                bar.set_postfix(method=key[0], fold=key[1])
-                bar.update()
+        with cf.ThreadPoolExecutor(workers) as pool:  # each thread waits on one spawned process at a time
+            running = {pool.submit(_in_fresh_process, a, threads): key for key, a in quiet.items()}
+            try:
+                for done in cf.as_completed(running):
+                    key = running[done]
+                    fitted[key] = done.result()
+                    bar.set_postfix(method=key[0], fold=key[1])
+                    bar.update()
+            except BaseException:
+                for f in running:  # jobs not started yet are dropped; running ones finish
+                    f.cancel()
+                raise
     bar.close()
     return {key: fitted[key] for key in args}
 
