@@ -10,9 +10,13 @@ through the same calls of the one pipeline interface: no method has code of its 
 
 * :data:`METHODS` - label -> :class:`Method` (which paper, which row of its tables).
 * :func:`method_params` - a paper's profile with the comparison's data and folds.
-* :func:`train` - train one method on one fold -> :class:`Fitted` (predict, sizes, times).
-* :func:`evaluate` - every method trained on every fold and scored on its validation
-  cases -> the fitted methods, the per-case table and the peak memory of some predictions;
+* :func:`train` - train one method on one fold -> :class:`Fitted` (predict, sizes, times);
+  :func:`train_jobs` - many of them, ``workers`` at once in processes of their own;
+  :func:`train_all` - every (method, fold) of a split through it.
+* :func:`evaluate` - every method trained on every fold (:func:`train_all`) and scored on
+  its validation cases (:func:`score`) -> the fitted methods, the per-case table and the
+  peak memory of some predictions; :func:`empty_region_table` - per method, how much of each
+  mean Dice the cases without that region decide;
   :func:`scored_cases` - that table with one row per (method, case), what the tables count
   (a held-out case scored by several folds' models once, its scores averaged).
 * :func:`sizes`, :func:`inference_macs`, :func:`peak_memory`, :func:`timed` - what it costs;
@@ -28,7 +32,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -69,9 +73,10 @@ class ComparisonParams(FoldParams):
     memory_cases: int = 1
     #: methods trained at once on a CPU, each in a fresh process of its own with this
     #: process's threads divided among them (:func:`train_all`); 1 trains them one after
-    #: another here. On 2 cores two one-thread trainings do about 1.4x the work of one
+    #: another here. On 2 cores two one-thread trainings get through more work than one
     #: two-thread training (the small 3D convolutions of these profiles use a second
-    #: thread poorly; ``benchmarks``). A GPU always trains one at a time
+    #: thread poorly; ``python -m benchmarks --only workers`` measures by how much). A GPU
+    #: always trains one at a time. ``select`` trains its checks the same way
     workers: int = 1
 
 
@@ -187,48 +192,62 @@ def _in_fresh_process(args: tuple, threads: int) -> Fitted:
         return pool.submit(_train_job, *args, threads).result()
 
 
-def train_all(jobs: Sequence[tuple[Method, int]], params_of: dict[str, Any], folds: Sequence[dict],
-              cases: dict[str, LoadedCase], out_dir: str | Path, selection_fraction: float = 0.2, seed: int = 0,
-              workers: int = 1, device=None, progress: bool = True) -> dict[tuple[str, int], Fitted]:
-    """:func:`train` each (method, fold) of ``jobs`` on the fold's training cases ->
-    ``{(method label, fold): Fitted}``.
+def train_jobs(jobs: Mapping[Hashable, tuple], workers: int = 1, device=None, progress: bool = True,
+               desc: str = "methods x folds (training)",
+               on_done: Callable[[Hashable, Fitted], None] | None = None) -> dict[Hashable, Fitted]:
+    """:func:`train` each job -> ``{key: Fitted}`` in the order of ``jobs``. A job is
+    ``key -> (method, fold, train_cases, p, out_dir, selection_fraction, seed)``, the
+    arguments of :func:`train` before ``device``.
 
     With ``workers`` > 1 on the CPU, ``workers`` jobs run at once, each in a fresh spawned
     process (one job per process, so that nothing a job leaves in a process reaches
     another) with ``torch.get_num_threads() // workers`` threads: a job's weights depend on
     its inputs and its thread count only, not on which jobs ran beside it. Otherwise the
-    jobs run here, one after another. The networks come back to this process for scoring."""
-    out_dir = Path(out_dir)
-    args = {(m.label, k): (m, k, [cases[c] for c in folds[k]["train"]], params_of[m.label],
-                           out_dir / pipelines.safe_name(m.label) / f"fold{k}", selection_fraction, seed)
-            for m, k in jobs}
-    bar = tqdm(total=len(args), desc="methods x folds (training)", disable=not progress)
-    fitted: dict[tuple[str, int], Fitted] = {}
+    jobs run here, one after another. The networks come back to this process.
+    ``on_done(key, fitted)`` runs here as each job's result arrives (in order of finishing)."""
+    bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
+    fitted: dict[Hashable, Fitted] = {}
+
+    def done(key, result):
+        fitted[key] = result
+        if on_done is not None:
+            on_done(key, result)
+        bar.update()
+
     if workers <= 1 or torch.device(device or "cpu").type != "cpu":
-        for key, a in args.items():
-            bar.set_postfix(method=key[0], fold=key[1])
-            fitted[key] = train(*a, device=device)
-            bar.update()
+        for key, a in jobs.items():
+            bar.set_postfix_str(str(key))
+            done(key, train(*a, device=device))
     else:
         import concurrent.futures as cf
 
         threads = max(1, torch.get_num_threads() // workers)
         quiet = {key: (*a[:3], dataclasses.replace(a[3], progress=False), *a[4:]) if hasattr(a[3], "progress") else a
-                 for key, a in args.items()}
+                 for key, a in jobs.items()}
         with cf.ThreadPoolExecutor(workers) as pool:  # each thread waits on one spawned process at a time
             running = {pool.submit(_in_fresh_process, a, threads): key for key, a in quiet.items()}
             try:
-                for done in cf.as_completed(running):
-                    key = running[done]
-                    fitted[key] = done.result()
-                    bar.set_postfix(method=key[0], fold=key[1])
-                    bar.update()
+                for future in cf.as_completed(running):
+                    bar.set_postfix_str(str(running[future]))
+                    done(running[future], future.result())
             except BaseException:
                 for f in running:  # jobs not started yet are dropped; running ones finish
                     f.cancel()
                 raise
     bar.close()
-    return {key: fitted[key] for key in args}
+    return {key: fitted[key] for key in jobs}
+
+
+def train_all(jobs: Sequence[tuple[Method, int]], params_of: dict[str, Any], folds: Sequence[dict],
+              cases: dict[str, LoadedCase], out_dir: str | Path, selection_fraction: float = 0.2, seed: int = 0,
+              workers: int = 1, device=None, progress: bool = True) -> dict[tuple[str, int], Fitted]:
+    """:func:`train` each (method, fold) of ``jobs`` on the fold's training cases, through
+    :func:`train_jobs` (``workers`` at once on a CPU) -> ``{(method label, fold): Fitted}``."""
+    out_dir = Path(out_dir)
+    args = {(m.label, k): (m, k, [cases[c] for c in folds[k]["train"]], params_of[m.label],
+                           out_dir / pipelines.safe_name(m.label) / f"fold{k}", selection_fraction, seed)
+            for m, k in jobs}
+    return train_jobs(args, workers, device, progress)
 
 
 # ------------------------------------------------------------------ sizes, time, memory
@@ -396,6 +415,28 @@ def summary_table(per_case: pd.DataFrame, fitted: dict[tuple[str, int], Fitted],
         row["peak MiB (inference)"] = f"{mem.max():.0f}" if len(mem) else "n/a"
         rows[lab] = row
     return pd.DataFrame(rows).T
+
+
+def empty_region_table(per_case: pd.DataFrame, regions: Sequence[str] = L.REGIONS) -> pd.DataFrame:
+    """Per method and each region that some scored case's reference lacks: the cases that
+    hold it and the method's mean Dice on them, the cases without it and the share of them
+    it left free of that region (its mean Dice there: 1 for no voxel predicted, 0 for any,
+    by the empty-region rule), and the mean over all, as the summary has it. One row per
+    (method, region); empty when every reference holds every region."""
+    rows = []
+    for lab in dict.fromkeys(per_case["method"]):
+        d = per_case[per_case.method == lab]
+        for r in regions:
+            free = (d[f"ref voxels {r}"] == 0).to_numpy()
+            if not free.any():
+                continue
+            dice = d[f"Dice {r}"].to_numpy(float)
+            rows.append({"method": lab, "region": r, "cases with it": int((~free).sum()),
+                         "Dice on them": float(np.mean(dice[~free])) if (~free).any() else float("nan"),
+                         "cases without it": int(free.sum()), "share left free (Dice there)": float(np.mean(dice[free])),
+                         "Dice on all": float(np.mean(dice))})
+    return pd.DataFrame(rows, columns=["method", "region", "cases with it", "Dice on them", "cases without it",
+                                       "share left free (Dice there)", "Dice on all"])
 
 
 def significance_text(pairs: pd.DataFrame, n_cases: int) -> str:

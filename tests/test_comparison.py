@@ -119,6 +119,37 @@ def test_scored_cases_counts_a_held_out_case_once_however_many_folds_score_it():
     pd.testing.assert_frame_equal(C.scored_cases(one), one)
 
 
+def test_empty_region_table_splits_each_mean_by_cases_with_and_without_the_region():
+    # method a: ET Dice 0.6 and 0.8 where the reference has ET, 1 and 0 on the two ET-free cases
+    # (no ET predicted on one, some on the other); every reference holds TC and WT
+    ref_et, dice_et = [50, 80, 0, 0], {"a": [0.6, 0.8, 1.0, 0.0], "b": [0.2, 0.4, 1.0, 1.0]}
+    per = pd.DataFrame([{"method": m, "case": f"c{i}", "ref voxels ET": ref_et[i], "Dice ET": d,
+                         "ref voxels TC": 90, "Dice TC": 0.5, "ref voxels WT": 200, "Dice WT": 0.7}
+                        for m, ds in dice_et.items() for i, d in enumerate(ds)])
+    t = C.empty_region_table(per).set_index("method")
+    assert list(t.index) == ["a", "b"] and (t.region == "ET").all()  # no TC- or WT-free case: no row
+    assert t.loc["a", "cases with it"] == 2 and t.loc["a", "cases without it"] == 2
+    assert t.loc["a", "Dice on them"] == pytest.approx(0.7) and t.loc["a", "share left free (Dice there)"] == 0.5
+    assert t.loc["b", "Dice on them"] == pytest.approx(0.3) and t.loc["b", "share left free (Dice there)"] == 1.0
+    # the mean over all cases is the summary's: (2 * 0.7 + 2 * 0.5) / 4 for a
+    assert t.loc["a", "Dice on all"] == pytest.approx(0.6) and t.loc["b", "Dice on all"] == pytest.approx(0.65)
+    every = per.assign(**{"ref voxels ET": 50})
+    assert C.empty_region_table(every).empty
+
+
+def test_train_jobs_reports_each_job_as_it_arrives_and_returns_them_in_job_order(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_train(m, k, cases, p, out_dir, fraction, seed, device=None):
+        return f"{m}-{k}"
+
+    monkeypatch.setattr(C, "train", fake_train)
+    out = C.train_jobs({key: (key, 0, [], None, tmp_path, 0.2, 0) for key in ("late", "early")}, workers=1, progress=False,
+                       on_done=lambda key, f: seen.append((key, f)))
+    assert list(out) == ["late", "early"] and out["early"] == "early-0"
+    assert seen == [("late", "late-0"), ("early", "early-0")]
+
+
 def test_notebook_under_test_profile(test_profile_report):
     out = test_profile_report("comparison")
     summary = pd.read_csv(out / "tables" / "summary.csv", index_col=0)
@@ -135,6 +166,9 @@ def test_notebook_under_test_profile(test_profile_report):
     held = per[per.scored == "held out"]
     assert set(per.scored) == {"validation", "held out"} and held.groupby("method").size().eq(1).all()
     assert not set(held.case) & set(per.loc[per.scored == "validation", "case"])
+    empty = pd.read_csv(out / "tables" / "empty_region.csv")
+    assert list(empty.columns) == ["method", "region", "cases with it", "Dice on them", "cases without it",
+                                   "share left free (Dice there)", "Dice on all"]
     for fig in ("dice_boxplots", "dice_vs_macs", "one_case_every_method"):
         assert (out / "figures" / f"{fig}.png").exists()
     man = json.loads((out / "manifest.json").read_text())

@@ -129,9 +129,10 @@ def test_each_selection_call_trains_in_a_folder_of_its_own_and_leaves_nothing(cp
         return Fitted()
 
     monkeypatch.setattr(SEL.C, "train", fake_train)
-    SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], out_dir=tmp_path, log=None)
-    SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], out_dir=tmp_path, log=None)
+    here = dict(out_dir=tmp_path, log=None, workers=1)  # in this process, where train is replaced
+    SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], **here)
+    SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], **here)
     assert seen[0].parent != seen[1].parent and all(tmp_path in d.parents for d in seen)
     with pytest.raises(RuntimeError, match="interrupted"):
-        SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], out_dir=tmp_path, log=None)
+        SEL.evaluate("3D U-Net", {"profile": {}}, [fold], cp, "test", seeds=[0], **here)
     assert list(tmp_path.iterdir()) == []

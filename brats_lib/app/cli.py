@@ -9,7 +9,7 @@ Subcommands::
     reproduce  [NOTEBOOK ...] --profile P [--data DIR] [--force] [--jobs N] [--dry-run]
     index      (re-render reports/README.md from the reports on disk)
     predict    --checkpoint CKPT --case DIR --out FILE.nii.gz [--tta N] [--labels CONVENTION]
-    select     METHOD [--set fold:K|phantoms:SEED ...] [--try KEY=VALUE ...] [--seeds S ...] [--out CSV]
+    select     METHOD [--set fold:K|phantoms:SEED ...] [--try KEY=VALUE ...] [--seeds S ...] [--workers N] [--out CSV]
 """
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def _cmd_select(a) -> int:
                                                                    for s in sets) + f"; training seeds {list(a.seeds)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     per_case = SEL.evaluate(a.method, settings, sets, cp, a.profile, a.seeds, device=device,
-                            log=None if a.quiet else functools.partial(print, flush=True))
+                            log=None if a.quiet else functools.partial(print, flush=True), workers=a.workers)
     if a.out:
         from brats_lib.io import write_text
 
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values (YAML) that replace the profile's for this method; compared, paired, with the profile")
     s.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     s.add_argument("--phantoms", type=int, default=16, help="cases of each phantoms:SEED set, half train / half val")
+    s.add_argument("--workers", type=int, default=None,
+                   help="models trained at once, each in a process of its own (default: the comparison profile's "
+                        "workers, so that a check gets the report's numerics)")
     s.add_argument("--out", help="CSV of the per-case scores")
     s.add_argument("--quiet", action="store_true", help="no line per trained model")
     s.set_defaults(func=_cmd_select)

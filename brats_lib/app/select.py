@@ -11,9 +11,9 @@ every time:
   phantoms of another seed (``phantoms:S``: the first half trains, the second half
   validates). A fold the comparison scores, or phantoms of its own seed, is refused.
 * :func:`evaluate` - one comparison method (its paper's profile with the comparison's
-  overrides, through :func:`brats_lib.comparison.train`, the code path the comparison
-  report runs) trained with each setting on each set and each training seed, every
-  validation case scored -> the per-case table.
+  overrides, through :func:`brats_lib.comparison.train_jobs`, the code path the comparison
+  report runs, with its ``workers``) trained with each setting on each set and each
+  training seed, every validation case scored -> the per-case table.
 * :func:`summary` - mean Dice per setting and set, and over all sets (the mean of the
   set means, as the yaml comments record).
 * :func:`paired_difference` - candidate minus baseline on the same (set, seed, case)
@@ -113,40 +113,52 @@ def parse_setting(items: Sequence[str]) -> dict[str, Any]:
 
 def evaluate(method: str, settings: dict[str, dict[str, Any]], sets: Sequence[SelectionSet], cp, profile: str = "cpu",
              seeds: Sequence[int] = (0,), out_dir: str | Path | None = None, device=None,
-             log: Callable[[str], None] | None = print) -> pd.DataFrame:
+             log: Callable[[str], None] | None = print, workers: int | None = None) -> pd.DataFrame:
     """Train comparison method ``method`` with each of ``settings`` (name -> values that
     replace the comparison profile's for it) on each set and training seed, and score its
     validation cases with the comparison's flips. Returns one row per (setting, set,
-    seed, case) with the case's scores (:func:`brats_lib.metrics.case_scores`)."""
+    seed, case) with the case's scores (:func:`brats_lib.metrics.case_scores`).
+
+    The models train as the comparison trains its methods (:func:`brats_lib.comparison.train_jobs`),
+    ``workers`` at once (default: the comparison profile's), each in a process of its own
+    with its share of the threads, so that a setting checked here gets the numerics it would
+    get in the report; each is scored here as it arrives."""
     if method not in C.METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {list(C.METHODS)}")
     m = C.METHODS[method]
+    workers = cp.workers if workers is None else workers
     out_dir = Path(out_dir) if out_dir is not None else RUNS_DIR / "select" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     # a folder of this call's own: two selections running at once never share checkpoints
     # (fit resumes from a last.pt it finds), and nothing is left behind, even on an error
     work_root = Path(tempfile.mkdtemp(prefix=f"{pipelines.safe_name(method)}-", dir=out_dir))
-    rows = []
+    jobs, val = {}, {}
+    for name, values in settings.items():
+        for s in sets:
+            for seed in seeds:
+                overrides = {**cp.method_overrides.get(m.label, {}), **values, "seed": int(seed)}
+                p = C.method_params(m, profile, profiles.as_dict(cp), overrides)
+                key = (name, s.name, int(seed))
+                jobs[key] = (m, s.fold, s.train, p, work_root / f"{len(jobs)}", cp.selection_fraction, cp.seed)
+                val[key] = s.val
+    scored: dict[tuple, list[dict]] = {}
+
+    def score(key, f):
+        name, set_name, seed = key
+        scored[key] = [{"setting": name, "set": set_name, "seed": seed, "case": lc.case_id,
+                        **M.case_scores(f.predict(lc, cp.tta), lc.label, lc.spacing)} for lc in val[key]]
+        if log is not None:
+            d = pd.DataFrame(scored[key])
+            log(f"{name}, {set_name}, seed {seed}: Dice WT / TC / ET "
+                + " / ".join(f"{d[f'Dice {r}'].mean():.3f}" for r in ("WT", "TC", "ET"))
+                + f" ({f.train_seconds:.0f} s training)")
+        shutil.rmtree(jobs[key][4], ignore_errors=True)
+
     try:
-        for name, values in settings.items():
-            for s in sets:
-                for seed in seeds:
-                    overrides = {**cp.method_overrides.get(m.label, {}), **values, "seed": int(seed)}
-                    p = C.method_params(m, profile, profiles.as_dict(cp), overrides)
-                    work = work_root / f"{len(rows)}"
-                    f = C.train(m, s.fold, s.train, p, work, cp.selection_fraction, cp.seed, device)
-                    scored = [{"setting": name, "set": s.name, "seed": int(seed), "case": lc.case_id,
-                               **M.case_scores(f.predict(lc, cp.tta), lc.label, lc.spacing)} for lc in s.val]
-                    rows += scored
-                    if log is not None:
-                        d = pd.DataFrame(scored)
-                        log(f"{name}, {s.name}, seed {seed}: Dice WT / TC / ET "
-                            + " / ".join(f"{d[f'Dice {r}'].mean():.3f}" for r in ("WT", "TC", "ET"))
-                            + f" ({f.train_seconds:.0f} s training)")
-                    shutil.rmtree(work, ignore_errors=True)
+        C.train_jobs(jobs, workers, device, progress=False, on_done=score)
     finally:
         shutil.rmtree(work_root, ignore_errors=True)
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for key in jobs for row in scored[key]])
 
 
 def summary(per_case: pd.DataFrame) -> pd.DataFrame:
