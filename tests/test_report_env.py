@@ -91,12 +91,45 @@ def test_environment_yml_installs_the_pyproject_set():
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     deps = env["dependencies"]
     pip = [d for d in deps if isinstance(d, dict)][0]["pip"]
-    assert pip == ["-e .[test]"]  # the package itself: pyproject's list, nothing else
+    assert pip == ["-c requirements.lock", "-e .[test]"]  # the package itself (pyproject's list), at the lock's versions
     conda = [d for d in deps if isinstance(d, str)]
     assert all(d.split("=")[0] in ("python", "pip") for d in conda)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert "torch==2.13.0" in project["dependencies"]
     assert int(env["dependencies"][0].split("=")[1].split(".")[1]) >= int(project["requires-python"].split(".")[1])
+
+
+def _lock() -> dict[str, str]:
+    lines = [ln.strip() for ln in (REPO / "requirements.lock").read_text().splitlines()]
+    pins = dict(ln.split("==", 1) for ln in lines if ln and not ln.startswith("#"))
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins.items()}
+
+
+def test_lock_pins_every_dependency_but_torch_exactly():
+    lock = _lock()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    names = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]).lower() for d in wanted}
+    assert "torch" not in lock  # pyproject pins it; a GPU machine may bring a CUDA build of it
+    assert not names - {"torch"} - set(lock), f"not in requirements.lock: {sorted(names - {'torch'} - set(lock))}"
+    assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", v) for v in lock.values())
+    makefile = (REPO / "Makefile").read_text()
+    assert "LOCK ?=" in makefile and "-c $(LOCK)" in makefile
+
+
+def test_committed_reports_were_made_with_the_locked_versions():
+    """A report's manifest records its library versions; the lock must be the environment
+    that made them (refresh both together), or a fresh install would make them stale."""
+    lock = _lock()
+    manifests = sorted(REPO.glob("reports/*/manifest.json"))
+    if not manifests:
+        pytest.skip("no committed reports")
+    for path in manifests:
+        versions = json.loads(path.read_text()).get("versions", {})
+        for name, version in versions.items():
+            key = re.sub(r"[-_.]+", "-", name).lower()
+            if key in lock:
+                assert lock[key] == version, f"{path.parent.name}: {name} {version}, requirements.lock {lock[key]}"
 
 
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
